@@ -1,0 +1,119 @@
+// Package clients holds the OAuth clients the token endpoint knows and
+// authenticates them.
+package clients
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The grant types a client may be allowed.
+const (
+	GrantClientCredentials = "client_credentials"
+	GrantRefreshToken      = "refresh_token"
+)
+
+// DefaultScopes are the scopes a client gets when none are configured: the
+// two the plugin seeds its scope table with.
+var DefaultScopes = []string{"profile", "email"}
+
+// DefaultGrants are the grants a client gets when none are configured.
+var DefaultGrants = []string{GrantClientCredentials, GrantRefreshToken}
+
+// Client is one registered OAuth client.
+type Client struct {
+	ID   string
+	Name string
+	// SecretDigest is the SHA-256 of the client secret. Secrets are compared
+	// only through it, in constant time.
+	SecretDigest [sha256.Size]byte
+	Scopes       []string
+	Grants       []string
+	// RefreshTokens makes client_credentials issue a refresh token too.
+	RefreshTokens bool
+	// Audience overrides the server's access-token audience when set.
+	Audience string
+	// AccessTokenTTL overrides the server's access-token lifetime when > 0.
+	AccessTokenTTL time.Duration
+	// CORSOrigins are the browser origins ("scheme://host[:port]") allowed to
+	// call the token endpoint as this client.
+	CORSOrigins []string
+}
+
+// SecretDigest returns the SHA-256 digest of a client secret.
+func SecretDigest(secret string) [sha256.Size]byte {
+	return sha256.Sum256([]byte(secret))
+}
+
+// ParseSecretDigest decodes a hex SHA-256 digest as written in configuration.
+func ParseSecretDigest(hexDigest string) ([sha256.Size]byte, error) {
+	var d [sha256.Size]byte
+	b, err := hex.DecodeString(strings.TrimSpace(hexDigest))
+	if err != nil {
+		return d, fmt.Errorf("secret_sha256 is not hex: %w", err)
+	}
+	if len(b) != sha256.Size {
+		return d, fmt.Errorf("secret_sha256 must be %d hex characters, got %d", 2*sha256.Size, len(hexDigest))
+	}
+	copy(d[:], b)
+	return d, nil
+}
+
+// CheckSecret reports, in constant time, whether secret is the client's secret.
+func (c *Client) CheckSecret(secret string) bool {
+	d := sha256.Sum256([]byte(secret))
+	return subtle.ConstantTimeCompare(d[:], c.SecretDigest[:]) == 1
+}
+
+// AllowsGrant reports whether the client may use the grant type.
+func (c *Client) AllowsGrant(grant string) bool {
+	return slices.Contains(c.Grants, grant)
+}
+
+// AllowedOrigin reports whether a browser Origin header value matches one of
+// the client's CORS origins.
+func (c *Client) AllowedOrigin(origin string) bool {
+	if origin == "" {
+		return false
+	}
+	for _, o := range c.CORSOrigins {
+		if strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// NormalizeOrigin reduces a URL or origin to its "scheme://host[:port]" form.
+func NormalizeOrigin(raw string) (string, error) {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil {
+		return "", fmt.Errorf("origin %q: %w", raw, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("origin %q: want scheme://host[:port] with http or https", raw)
+	}
+	return strings.ToLower(u.Scheme + "://" + u.Host), nil
+}
+
+// Registry finds clients by id.
+type Registry interface {
+	// Lookup returns the client with the id, or nil and no error when there
+	// is none. An error means the registry could not be consulted.
+	Lookup(ctx context.Context, id string) (*Client, error)
+}
+
+// Static is a fixed set of clients, as declared in the Caddyfile.
+type Static map[string]*Client
+
+// Lookup implements Registry.
+func (s Static) Lookup(_ context.Context, id string) (*Client, error) {
+	return s[id], nil
+}

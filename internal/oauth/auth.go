@@ -1,0 +1,119 @@
+package oauth
+
+import (
+	"context"
+	"encoding/base64"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/clients"
+)
+
+// credentials are the client credentials found in a request.
+type credentials struct {
+	id     string
+	secret string
+	// rawID and rawSecret are the Basic values before form-decoding; the
+	// plugin does not decode them, RFC 6749 §2.3.1 does, so both are tried.
+	rawID, rawSecret string
+	basic            bool // sent with HTTP Basic
+	hasSecret        bool
+}
+
+// basicCredentials parses an "Authorization: Basic" header. ok is false when
+// the header is absent or uses another scheme; err is set when it is Basic
+// but malformed.
+func basicCredentials(r *http.Request) (c credentials, ok bool, err *Error) {
+	h := r.Header.Get("Authorization")
+	if len(h) < 6 || !strings.EqualFold(h[:6], "Basic ") {
+		return c, false, nil
+	}
+	malformed := errInvalidClient("The Authorization header is not valid HTTP Basic", true)
+	raw, decErr := base64.StdEncoding.DecodeString(strings.TrimSpace(h[6:]))
+	if decErr != nil {
+		return c, true, malformed
+	}
+	id, secret, found := strings.Cut(string(raw), ":")
+	if !found || id == "" {
+		return c, true, malformed
+	}
+	c = credentials{rawID: id, rawSecret: secret, basic: true, hasSecret: true}
+	c.id = formDecode(id)
+	c.secret = formDecode(secret)
+	return c, true, nil
+}
+
+// formDecode undoes application/x-www-form-urlencoded encoding, or returns
+// s unchanged when it is not valid encoding.
+func formDecode(s string) string {
+	if !strings.ContainsAny(s, "%+") {
+		return s
+	}
+	d, err := url.QueryUnescape(s)
+	if err != nil {
+		return s
+	}
+	return d
+}
+
+// findCredentials collects the client credentials of a request: HTTP Basic,
+// or client_id and client_secret in the body. Basic wins, as in the plugin;
+// a body client_id beside it must name the same client.
+func findCredentials(r *http.Request, p params) (credentials, *Error) {
+	c, isBasic, err := basicCredentials(r)
+	if err != nil {
+		return c, err
+	}
+	if isBasic {
+		if bodyID := p.get("client_id"); bodyID != "" && bodyID != c.id && bodyID != c.rawID {
+			return c, errInvalidRequest("The client_id in the body does not match the Authorization header")
+		}
+		return c, nil
+	}
+	c = credentials{id: p.get("client_id"), secret: p.get("client_secret"), hasSecret: p.has("client_secret")}
+	if c.id == "" {
+		return c, errInvalidClient(descNoCredentials, false)
+	}
+	if !c.hasSecret {
+		return c, errInvalidClient(descMustAuthenticate, false)
+	}
+	return c, nil
+}
+
+// dummyClient is compared against when the client id is unknown, so an
+// unknown id costs the same time as a wrong secret.
+var dummyClient = clients.Client{SecretDigest: clients.SecretDigest("no such client")}
+
+// authenticate finds and checks the client of a request.
+func (s *Server) authenticate(ctx context.Context, r *http.Request, p params) (*clients.Client, *Error) {
+	creds, e := findCredentials(r, p)
+	if e != nil {
+		return nil, e
+	}
+	client, err := s.lookupClient(ctx, creds)
+	if err != nil {
+		s.log.Error("client registry unavailable", errField(err))
+		return nil, errUnavailable()
+	}
+	if client == nil {
+		dummyClient.CheckSecret(creds.secret)
+		return nil, errInvalidClient(descBadCredentials, creds.basic)
+	}
+	ok := client.CheckSecret(creds.secret)
+	if creds.basic && creds.rawSecret != creds.secret {
+		ok = client.CheckSecret(creds.rawSecret) || ok
+	}
+	if !ok {
+		return nil, errInvalidClient(descBadCredentials, creds.basic)
+	}
+	return client, nil
+}
+
+func (s *Server) lookupClient(ctx context.Context, creds credentials) (*clients.Client, error) {
+	client, err := s.cfg.Clients.Lookup(ctx, creds.id)
+	if err != nil || client != nil || !creds.basic || creds.rawID == creds.id {
+		return client, err
+	}
+	return s.cfg.Clients.Lookup(ctx, creds.rawID)
+}

@@ -1,0 +1,310 @@
+package oauth
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/clients"
+	"github.com/caddy-moserver/caddy-moserver/internal/store"
+	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
+)
+
+// grantAuthorizationCode is the plugin's own grant, always left to PHP.
+const grantAuthorizationCode = "authorization_code"
+
+// tokenResponse is a successful token response, its members in the order the
+// plugin sends them.
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	ExpiresIn    int64  `json:"expires_in"`
+	TokenType    string `json:"token_type"`
+	Scope        string `json:"scope,omitempty"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+}
+
+// serveToken answers the token endpoint, or leaves the request to the next
+// handler (returning false) when the grant is not one the server owns.
+func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) bool {
+	switch r.Method {
+	case http.MethodPost:
+	case http.MethodOptions:
+		return false
+	default:
+		writeError(w, errMethod(http.MethodPost))
+		return true
+	}
+	p, body, ok := s.readParams(w, r)
+	if !ok {
+		return true
+	}
+	if p.duplicate == "grant_type" {
+		writeError(w, errDuplicate(p.duplicate))
+		return true
+	}
+	grant := p.get("grant_type")
+	switch grant {
+	case clients.GrantClientCredentials, clients.GrantRefreshToken:
+	case "":
+		if p.has("token") {
+			s.revoke(w, r, p)
+		} else {
+			writeError(w, errInvalidRequest(descNoGrantType))
+		}
+		return true
+	case grantAuthorizationCode:
+		restoreBody(r, body)
+		return false
+	default:
+		if s.cfg.RejectUnknownGrants {
+			writeError(w, &Error{Status: http.StatusBadRequest, Code: "unsupported_grant_type", Description: descUnsupportedGrant})
+			return true
+		}
+		restoreBody(r, body)
+		return false
+	}
+
+	start := time.Now()
+	client, e := s.grant(w, r, grant, p)
+	outcome := "issued"
+	if e != nil {
+		outcome = e.Code
+		writeError(w, e)
+	}
+	if ce := s.log.Check(zap.DebugLevel, "token request"); ce != nil {
+		clientID := ""
+		if client != nil {
+			clientID = client.ID
+		}
+		ce.Write(zap.String("client_id", clientID), zap.String("grant_type", grant),
+			zap.String("outcome", outcome), zap.Duration("duration", time.Since(start)))
+	}
+	return true
+}
+
+// grant authenticates the client and runs the grant; on success it has
+// written the response.
+func (s *Server) grant(w http.ResponseWriter, r *http.Request, grant string, p params) (*clients.Client, *Error) {
+	if p.duplicate != "" {
+		return nil, errDuplicate(p.duplicate)
+	}
+	client, e := s.authenticate(r.Context(), r, p)
+	if e != nil {
+		return nil, e
+	}
+	allowCORS(w, r, client)
+	if !client.AllowsGrant(grant) {
+		return client, &Error{Status: http.StatusBadRequest, Code: "unauthorized_client", Description: descUnauthorizedGrant}
+	}
+	var resp *tokenResponse
+	if grant == clients.GrantClientCredentials {
+		resp, e = s.clientCredentials(r.Context(), client, p)
+	} else {
+		resp, e = s.refresh(r.Context(), client, p)
+	}
+	if e != nil {
+		return client, e
+	}
+	writeTokenResponse(w, resp)
+	return client, nil
+}
+
+func errDuplicate(name string) *Error {
+	return errInvalidRequest("Parameter " + quoteName(name) + " was sent more than once")
+}
+
+func (s *Server) clientCredentials(ctx context.Context, c *clients.Client, p params) (*tokenResponse, *Error) {
+	scope, e := grantedScope(p.get("scope"), c.Scopes)
+	if e != nil {
+		return nil, e
+	}
+	now := s.cfg.Now()
+	resp := &tokenResponse{Scope: scope}
+	familyID := ""
+	if c.RefreshTokens {
+		var refresh string
+		refresh, familyID = tokens.NewFamilyToken()
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+		defer cancel()
+		err := s.cfg.Store.CreateFamily(ctx, store.NewFamily{
+			FamilyID:        familyID,
+			Digest:          tokens.Digest(refresh),
+			ClientID:        c.ID,
+			Subject:         c.ID,
+			Scope:           scope,
+			IssuedAt:        now,
+			ExpiresAt:       now.Add(s.cfg.RefreshTokenTTL),
+			FamilyExpiresAt: s.familyExpiry(c, now),
+		})
+		if err != nil {
+			s.log.Error("storing a new refresh token failed", zap.String("client_id", c.ID), errField(err))
+			return nil, errUnavailable()
+		}
+		resp.RefreshToken = refresh
+	}
+	if e := s.mintAccess(resp, c, c.ID, familyID, now); e != nil {
+		return nil, e
+	}
+	return resp, nil
+}
+
+func (s *Server) refresh(ctx context.Context, c *clients.Client, p params) (*tokenResponse, *Error) {
+	presented := p.get("refresh_token")
+	if presented == "" {
+		return nil, errInvalidRequest(descMissingRefresh)
+	}
+	familyID, ok := tokens.ParseRefresh(presented)
+	if !ok {
+		return nil, errInvalidGrant(descInvalidRefresh)
+	}
+	scope, ok := normalizeScope(p.get("scope"))
+	if !ok {
+		return nil, errInvalidScope()
+	}
+	successor, err := tokens.NewToken(familyID)
+	if err != nil {
+		return nil, errInvalidGrant(descInvalidRefresh)
+	}
+	sealed, err := tokens.Seal(presented, successor)
+	if err != nil {
+		s.log.Error("sealing a refresh token failed", errField(err))
+		return nil, errUnavailable()
+	}
+	now := s.cfg.Now()
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	defer cancel()
+	res, err := s.cfg.Store.Rotate(ctx, store.RotateRequest{
+		FamilyID:        familyID,
+		OldDigest:       tokens.Digest(presented),
+		NewDigest:       tokens.Digest(successor),
+		ClientID:        c.ID,
+		Scope:           scope,
+		Sealed:          sealed,
+		Now:             now,
+		ExpiresAt:       now.Add(s.cfg.RefreshTokenTTL),
+		FamilyExpiresAt: s.familyExpiry(c, now),
+		Grace:           s.cfg.RefreshGrace,
+	})
+	if err != nil {
+		s.log.Error("refresh token rotation failed", zap.String("client_id", c.ID), errField(err))
+		return nil, errUnavailable()
+	}
+	switch res.Outcome {
+	case store.Rotated:
+	case store.GraceRetry:
+		if successor, err = tokens.Open(presented, res.Sealed); err != nil {
+			s.log.Error("opening a sealed successor failed", zap.String("client_id", c.ID), errField(err))
+			return nil, errInvalidGrant(descInvalidRefresh)
+		}
+	case store.Replayed:
+		s.log.Warn("refresh token replay: family revoked",
+			zap.String("client_id", c.ID), zap.String("family", familyID))
+		return nil, errInvalidGrant(descInvalidRefresh)
+	case store.Expired:
+		return nil, errInvalidGrant(descExpiredRefresh)
+	case store.WrongClient:
+		return nil, errInvalidGrant(descForeignRefresh)
+	case store.ScopeWidened:
+		return nil, errInvalidScope()
+	default: // NotFound, FamilyRevoked
+		return nil, errInvalidGrant(descInvalidRefresh)
+	}
+	resp := &tokenResponse{Scope: res.Scope, RefreshToken: successor}
+	if e := s.mintAccess(resp, c, res.Subject, familyID, now); e != nil {
+		return nil, e
+	}
+	return resp, nil
+}
+
+// accessTTL is the lifetime of the client's access tokens.
+func (s *Server) accessTTL(c *clients.Client) time.Duration {
+	if c.AccessTokenTTL > 0 {
+		return c.AccessTokenTTL
+	}
+	return s.cfg.AccessTokenTTL
+}
+
+// familyExpiry is how long a family must be remembered after a token of it
+// is issued now: as long as that token or an access token from it lives.
+func (s *Server) familyExpiry(c *clients.Client, now time.Time) time.Time {
+	return now.Add(max(s.cfg.RefreshTokenTTL, s.accessTTL(c)))
+}
+
+// mintAccess signs the access token of resp.
+func (s *Server) mintAccess(resp *tokenResponse, c *clients.Client, subject, familyID string, now time.Time) *Error {
+	ttl := s.accessTTL(c)
+	aud := c.Audience
+	if aud == "" {
+		aud = s.cfg.Audience
+	}
+	at, err := s.cfg.Signer.Mint(tokens.AccessClaims{
+		Issuer:    s.cfg.Issuer,
+		Subject:   subject,
+		Audience:  aud,
+		ClientID:  c.ID,
+		IssuedAt:  now,
+		ExpiresAt: now.Add(ttl),
+		JTI:       tokens.NewID(16),
+		Scope:     resp.Scope,
+		FamilyID:  familyID,
+	})
+	if err != nil {
+		s.log.Error("signing an access token failed", zap.String("client_id", c.ID), errField(err))
+		return &Error{Status: http.StatusInternalServerError, Code: "server_error", Description: "The access token could not be signed"}
+	}
+	resp.AccessToken = at
+	resp.ExpiresIn = int64(ttl / time.Second)
+	resp.TokenType = "Bearer"
+	return nil
+}
+
+func writeTokenResponse(w http.ResponseWriter, resp *tokenResponse) {
+	body, _ := json.Marshal(resp)
+	h := w.Header()
+	setNoStore(h)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// normalizeScope checks a requested scope (RFC 6749 §3.3 syntax) and returns
+// its words, de-duplicated, joined by single spaces.
+func normalizeScope(raw string) (string, bool) {
+	words := strings.Fields(raw)
+	out := words[:0]
+	for _, w := range words {
+		for i := 0; i < len(w); i++ {
+			if c := w[i]; c < 0x21 || c == '"' || c == '\\' || c > 0x7e {
+				return "", false
+			}
+		}
+		if !slices.Contains(out, w) {
+			out = append(out, w)
+		}
+	}
+	return strings.Join(out, " "), true
+}
+
+// grantedScope is the scope a client gets for a request: all of its scopes
+// when it asks for none, else what it asks for if every word is allowed.
+func grantedScope(requested string, allowed []string) (string, *Error) {
+	scope, ok := normalizeScope(requested)
+	if !ok {
+		return "", errInvalidScope()
+	}
+	if scope == "" {
+		return strings.Join(allowed, " "), nil
+	}
+	for _, w := range strings.Fields(scope) {
+		if !slices.Contains(allowed, w) {
+			return "", errInvalidScope()
+		}
+	}
+	return scope, nil
+}

@@ -1,0 +1,194 @@
+package oauth
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/store"
+	"github.com/caddy-moserver/caddy-moserver/internal/testutil/redistest"
+)
+
+// forEachStore runs a test against the memory store and a real Redis.
+func forEachStore(t *testing.T, test func(t *testing.T, st store.Store)) {
+	t.Run("memory", func(t *testing.T) {
+		st := store.NewMemory()
+		t.Cleanup(func() { _ = st.Close() })
+		test(t, st)
+	})
+	t.Run("redis", func(t *testing.T) {
+		client, prefix := redistest.Start(t)
+		test(t, store.NewRedis(client, prefix))
+	})
+}
+
+func TestRefreshRotates(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st store.Store) {
+		f := newFixture(t, st, nil)
+		rt1 := f.issueRefresh()
+		r := wantToken(t, f.post(refreshForm(rt1)))
+		rt2 := r.str("refresh_token")
+		if rt2 == "" || rt2 == rt1 {
+			t.Fatalf("no new refresh token: %s", r.body)
+		}
+		if r.str("scope") != "profile email" {
+			t.Errorf("scope = %q", r.str("scope"))
+		}
+		c1, _ := f.signer.Verify(r.str("access_token"), f.clock.Now())
+		if c1 == nil || c1.Subject != ccID || c1.FamilyID == "" {
+			t.Errorf("claims %+v", c1)
+		}
+		// JSON body with the Java/Python samples' extra username and password.
+		req := httptest.NewRequest(http.MethodPost, DefaultTokenPath, strings.NewReader(
+			`{"grant_type":"refresh_token","username":"u","password":"p","client_id":"`+ccID+`","client_secret":"`+ccSecret+`","refresh_token":"`+rt2+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		r3 := wantToken(t, f.do(req))
+		// Basic auth with the refresh token in a form body (Java/PHP samples).
+		req = formRequest(DefaultTokenPath, url.Values{"grant_type": {"refresh_token"}, "username": {"u"}, "password": {"p"},
+			"refresh_token": {r3.str("refresh_token")}})
+		req.Header.Set("Authorization", basic(ccID, ccSecret))
+		wantToken(t, f.do(req))
+	})
+}
+
+func TestRefreshReplayRevokesFamily(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st store.Store) {
+		f := newFixture(t, st, nil)
+		rt1 := f.issueRefresh()
+		rt2 := wantToken(t, f.post(refreshForm(rt1))).str("refresh_token")
+		r := f.post(refreshForm(rt1)) // replay of a spent token
+		wantError(t, r, 400, "invalid_grant")
+		wantError(t, f.post(refreshForm(rt2)), 400, "invalid_grant") // the newest died with the family
+	})
+}
+
+func TestRefreshGraceRetry(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st store.Store) {
+		f := newFixture(t, st, func(c *Config) { c.RefreshGrace = 30 * time.Second })
+		rt1 := f.issueRefresh()
+		rt2 := wantToken(t, f.post(refreshForm(rt1))).str("refresh_token")
+		f.clock.Add(10 * time.Second)
+		retry := wantToken(t, f.post(refreshForm(rt1)))
+		if retry.str("refresh_token") != rt2 {
+			t.Fatal("a retry inside the grace period did not get the same successor")
+		}
+		rt3 := wantToken(t, f.post(refreshForm(rt2))).str("refresh_token")
+		// rt1 is now two steps back: a replay, even inside the grace period.
+		wantError(t, f.post(refreshForm(rt1)), 400, "invalid_grant")
+		wantError(t, f.post(refreshForm(rt3)), 400, "invalid_grant")
+	})
+	t.Run("outside grace", func(t *testing.T) {
+		f := newFixture(t, nil, func(c *Config) { c.RefreshGrace = 30 * time.Second })
+		rt1 := f.issueRefresh()
+		rt2 := wantToken(t, f.post(refreshForm(rt1))).str("refresh_token")
+		f.clock.Add(31 * time.Second)
+		wantError(t, f.post(refreshForm(rt1)), 400, "invalid_grant")
+		wantError(t, f.post(refreshForm(rt2)), 400, "invalid_grant")
+	})
+}
+
+func TestRefreshScopeAndClient(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st store.Store) {
+		f := newFixture(t, st, nil)
+		rt := f.issueRefresh()
+		wantError(t, f.post(refreshForm(rt, "scope", "email write")), 400, "invalid_scope")
+		// Another client's attempt fails and does not spend the token.
+		other := refreshForm(rt)
+		other.Set("client_id", otherID)
+		other.Set("client_secret", otherSecret)
+		r := f.post(other)
+		wantError(t, r, 400, "invalid_grant")
+		if r.str("error_description") != descForeignRefresh {
+			t.Errorf("description %q", r.str("error_description"))
+		}
+		narrowed := wantToken(t, f.post(refreshForm(rt, "scope", "email")))
+		if narrowed.str("scope") != "email" {
+			t.Errorf("scope = %q", narrowed.str("scope"))
+		}
+		// Narrowed stays narrowed: profile can't come back.
+		wantError(t, f.post(refreshForm(narrowed.str("refresh_token"), "scope", "profile")), 400, "invalid_scope")
+	})
+}
+
+func TestRefreshErrors(t *testing.T) {
+	f := newFixture(t, nil, func(c *Config) { c.RefreshTokenTTL = time.Hour })
+	r := f.post(refreshForm(""))
+	wantError(t, r, 400, "invalid_request")
+	if r.str("error_description") != descMissingRefresh {
+		t.Errorf("description %q", r.str("error_description"))
+	}
+	wantError(t, f.post(refreshForm("0123456789abcdef0123456789abcdef")), 400, "invalid_grant")
+	rt := f.issueRefresh()
+	f.clock.Add(2 * time.Hour)
+	r = f.post(refreshForm(rt))
+	wantError(t, r, 400, "invalid_grant")
+	if r.str("error_description") != descExpiredRefresh {
+		t.Errorf("description %q", r.str("error_description"))
+	}
+}
+
+func TestConcurrentRefreshOneWinner(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st store.Store) {
+		f := newFixture(t, st, nil)
+		rt := f.issueRefresh()
+		const n = 50
+		var wg sync.WaitGroup
+		statuses := make([]int, n)
+		errs := make([]string, n)
+		start := make(chan struct{})
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				rec := httptest.NewRecorder()
+				f.srv.Handle(rec, formRequest(DefaultTokenPath, refreshForm(rt)))
+				statuses[i] = rec.Code
+				errs[i] = rec.Body.String()
+			}()
+		}
+		close(start)
+		wg.Wait()
+		ok := 0
+		for i, s := range statuses {
+			switch {
+			case s == 200:
+				ok++
+			case s == 400 && strings.Contains(errs[i], `"invalid_grant"`):
+			default:
+				t.Errorf("request %d: %d %s", i, s, errs[i])
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("%d refreshes succeeded, want exactly 1", ok)
+		}
+	})
+}
+
+func TestStoreOutageIs503(t *testing.T) {
+	srv := redistest.StartServer(t)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1})
+	t.Cleanup(func() { _ = client.Close() })
+	f := newFixture(t, store.NewRedis(client, "outage:"), func(c *Config) { c.StoreTimeout = 500 * time.Millisecond })
+	rt := f.issueRefresh()
+	srv.Stop()
+	r := f.post(refreshForm(rt))
+	wantError(t, r, 503, "temporarily_unavailable")
+	if r.header.Get("Retry-After") == "" {
+		t.Error("no Retry-After")
+	}
+	wantError(t, f.post(url.Values{"token": {rt}, "client_id": {ccID}, "client_secret": {ccSecret}}), 503, "temporarily_unavailable")
+	wantError(t, f.post(ccForm()), 503, "temporarily_unavailable") // it would issue a refresh token
+	// Client credentials without a refresh token do not need the store.
+	wantToken(t, f.post(url.Values{"grant_type": {"client_credentials"}, "client_id": {noRefreshID}, "client_secret": {noRefreshSec}}))
+	srv.Restart()
+	// The store works again without a new Server; the test Redis keeps
+	// nothing on disk, so a new family is started.
+	wantToken(t, f.post(refreshForm(f.issueRefresh())))
+}

@@ -1,0 +1,68 @@
+package oauth
+
+import (
+	"context"
+	"net/http"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
+)
+
+// serveRevoke answers the RFC 7009 revocation endpoint.
+func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) bool {
+	switch r.Method {
+	case http.MethodPost:
+	case http.MethodOptions:
+		return false
+	default:
+		writeError(w, errMethod(http.MethodPost))
+		return true
+	}
+	p, _, ok := s.readParams(w, r)
+	if ok {
+		s.revoke(w, r, p)
+	}
+	return true
+}
+
+// revoke authenticates the client and revokes the token it names (RFC 7009):
+// a refresh token of ours revokes its family, an access token of ours is
+// denied until it expires. A token that is unknown, malformed or another
+// client's is answered 200 and changes nothing. A revocation the store could
+// not record is a 503, never a 200.
+func (s *Server) revoke(w http.ResponseWriter, r *http.Request, p params) {
+	if p.duplicate != "" {
+		writeError(w, errDuplicate(p.duplicate))
+		return
+	}
+	client, e := s.authenticate(r.Context(), r, p)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	allowCORS(w, r, client)
+	token := p.get("token")
+	if token == "" {
+		writeError(w, errInvalidRequest(descMissingToken))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
+	defer cancel()
+	var err error
+	if familyID, ok := tokens.ParseRefresh(token); ok {
+		_, err = s.cfg.Store.RevokeRefresh(ctx, familyID, tokens.Digest(token), client.ID)
+	} else if claims, verr := s.cfg.Signer.Verify(token, s.cfg.Now()); verr == nil && claims.ClientID == client.ID {
+		err = s.cfg.Store.RevokeAccessToken(ctx, claims.JTI, claims.ExpiresAt)
+	}
+	if err != nil {
+		s.log.Error("revocation could not be stored", zap.String("client_id", client.ID), errField(err))
+		writeError(w, errUnavailable())
+		return
+	}
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	h.Set("Content-Length", "0")
+	w.WriteHeader(http.StatusOK)
+}

@@ -1,0 +1,215 @@
+// Package oauth is the token endpoint on plain net/http: it parses token and
+// revocation requests, authenticates clients, runs the client credentials
+// and refresh token grants, revokes tokens (RFC 7009) and serves the JWKS.
+// It knows nothing of Caddy; Handle reports whether it answered a request so
+// the caller can pass everything else on.
+package oauth
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/clients"
+	"github.com/caddy-moserver/caddy-moserver/internal/store"
+	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
+)
+
+// Default paths and lifetimes.
+const (
+	DefaultTokenPath       = "/wp-json/moserver/token"
+	DefaultRevokePath      = "/wp-json/moserver/revoke"
+	DefaultJWKSPath        = "/wp-json/moserver/jwks"
+	DefaultAccessTokenTTL  = time.Hour
+	DefaultRefreshTokenTTL = 14 * 24 * time.Hour
+	DefaultStoreTimeout    = time.Second
+)
+
+// Config configures a Server.
+type Config struct {
+	Issuer   string // "iss" of access tokens; required
+	Audience string // default "aud"; the issuer when empty
+
+	TokenPath  string // default DefaultTokenPath
+	RevokePath string // default DefaultRevokePath
+	JWKSPath   string // default DefaultJWKSPath
+
+	AccessTokenTTL  time.Duration // default DefaultAccessTokenTTL
+	RefreshTokenTTL time.Duration // default DefaultRefreshTokenTTL
+	// RefreshGrace lets the immediate predecessor of a family's current
+	// refresh token be retried for this long after its rotation; 0 is strict.
+	RefreshGrace time.Duration
+	// RejectUnknownGrants answers grants the server does not own (other than
+	// authorization_code) with unsupported_grant_type instead of passing them on.
+	RejectUnknownGrants bool
+	// StoreTimeout bounds each store call; default DefaultStoreTimeout.
+	StoreTimeout time.Duration
+
+	Clients clients.Registry // required
+	Store   store.Store      // required
+	Signer  *tokens.Signer   // required
+	Logger  *zap.Logger      // optional
+	// Now returns the current time; time.Now when nil (tests set it).
+	Now func() time.Time
+}
+
+// Server answers the token, revocation and JWKS endpoints.
+type Server struct {
+	cfg Config
+	log *zap.Logger
+
+	tokenRoute, revokeRoute, jwksRoute string // rest_route forms, "" if none
+}
+
+// New checks cfg, fills in defaults and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Issuer == "" {
+		return nil, errors.New("oauth: issuer is required")
+	}
+	if cfg.Clients == nil || cfg.Store == nil || cfg.Signer == nil {
+		return nil, errors.New("oauth: clients, store and signer are required")
+	}
+	setDefault(&cfg.TokenPath, DefaultTokenPath)
+	setDefault(&cfg.RevokePath, DefaultRevokePath)
+	setDefault(&cfg.JWKSPath, DefaultJWKSPath)
+	setDefault(&cfg.Audience, cfg.Issuer)
+	for _, p := range []string{cfg.TokenPath, cfg.RevokePath, cfg.JWKSPath} {
+		if !strings.HasPrefix(p, "/") {
+			return nil, fmt.Errorf("oauth: path %q must start with /", p)
+		}
+	}
+	if cfg.AccessTokenTTL <= 0 {
+		cfg.AccessTokenTTL = DefaultAccessTokenTTL
+	}
+	if cfg.RefreshTokenTTL <= 0 {
+		cfg.RefreshTokenTTL = DefaultRefreshTokenTTL
+	}
+	if cfg.StoreTimeout <= 0 {
+		cfg.StoreTimeout = DefaultStoreTimeout
+	}
+	if cfg.RefreshGrace < 0 {
+		return nil, errors.New("oauth: refresh grace must not be negative")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Server{
+		cfg:         cfg,
+		log:         log,
+		tokenRoute:  restRoute(cfg.TokenPath),
+		revokeRoute: restRoute(cfg.RevokePath),
+		jwksRoute:   restRoute(cfg.JWKSPath),
+	}, nil
+}
+
+func setDefault(s *string, def string) {
+	if *s == "" {
+		*s = def
+	}
+}
+
+// restRoute gives the plain-permalink form of a /wp-json/ path: WordPress
+// answers /?rest_route=/moserver/token like /wp-json/moserver/token.
+func restRoute(path string) string {
+	if r, ok := strings.CutPrefix(path, "/wp-json/"); ok {
+		return "/" + r
+	}
+	return ""
+}
+
+// matches reports whether the request addresses path or its rest_route form.
+func matches(r *http.Request, path, route string) bool {
+	if r.URL.Path == path {
+		return true
+	}
+	if route == "" || (r.URL.Path != "/" && r.URL.Path != "/index.php") ||
+		!strings.Contains(r.URL.RawQuery, "rest_route=") {
+		return false
+	}
+	return r.URL.Query().Get("rest_route") == route
+}
+
+// Handle answers the request if it is one of the server's own and reports
+// whether it did. When it returns false the request, body included, is as it
+// arrived and belongs to the next handler.
+func (s *Server) Handle(w http.ResponseWriter, r *http.Request) bool {
+	switch {
+	case matches(r, s.cfg.TokenPath, s.tokenRoute):
+		return s.serveToken(w, r)
+	case matches(r, s.cfg.RevokePath, s.revokeRoute):
+		return s.serveRevoke(w, r)
+	case matches(r, s.cfg.JWKSPath, s.jwksRoute):
+		return s.serveJWKS(w, r)
+	}
+	return false
+}
+
+// readParams reads and parses the body of a POST. On failure it has answered.
+// The body it read is returned so the request can be passed on unchanged.
+func (s *Server) readParams(w http.ResponseWriter, r *http.Request) (params, []byte, bool) {
+	body, err := readBody(r)
+	if errors.Is(err, errBodyTooLarge) {
+		writeError(w, &Error{Status: http.StatusRequestEntityTooLarge, Code: "invalid_request",
+			Description: fmt.Sprintf("The request body is larger than %d bytes", MaxBodyBytes)})
+		return params{}, nil, false
+	}
+	if err != nil {
+		writeError(w, errInvalidRequest("The request body could not be read"))
+		return params{}, nil, false
+	}
+	p, e := parseParams(r.Header.Get("Content-Type"), body)
+	if e != nil {
+		writeError(w, e)
+		return params{}, nil, false
+	}
+	return p, body, true
+}
+
+// restoreBody puts a body that was read back on the request, byte for byte.
+func restoreBody(r *http.Request, body []byte) {
+	r.Body = io.NopCloser(bytes.NewReader(body))
+}
+
+func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) bool {
+	switch r.Method {
+	case http.MethodOptions:
+		return false
+	case http.MethodGet, http.MethodHead:
+	default:
+		writeError(w, errMethod("GET, HEAD"))
+		return true
+	}
+	body := s.cfg.Signer.JWKS()
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=UTF-8")
+	h.Set("Cache-Control", "public, max-age=300")
+	h.Set("Content-Length", fmt.Sprint(len(body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(body)
+	}
+	return true
+}
+
+// allowCORS adds the CORS response headers when the request's Origin is one
+// the client allows.
+func allowCORS(w http.ResponseWriter, r *http.Request, c *clients.Client) {
+	origin := r.Header.Get("Origin")
+	if c == nil || !c.AllowedOrigin(origin) {
+		return
+	}
+	w.Header().Set("Access-Control-Allow-Origin", origin)
+	w.Header().Add("Vary", "Origin")
+}
+
+func errField(err error) zap.Field { return zap.Error(err) }

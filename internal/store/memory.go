@@ -1,0 +1,295 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+// janitorInterval is how often the memory store drops expired entries that
+// nobody touched since they expired.
+const janitorInterval = time.Minute
+
+// Memory is an in-process Store for a single instance: its state is lost on
+// restart and not shared. It has the same semantics as the Redis store,
+// including entries that disappear at their expiry (checked lazily on access
+// and by a janitor goroutine that Close stops). Create it with NewMemory.
+type Memory struct {
+	mu       sync.Mutex
+	families map[string]*memFamily
+	tokens   map[memTokenKey]*memToken
+	jtis     map[string]int64 // jti -> expiry in Unix ms
+
+	clock     func() time.Time // wall clock for entry expiry (tests replace it)
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// memFamily mirrors the Redis family hash.
+type memFamily struct {
+	client  string
+	revoked bool
+	current string // digest of the family's active token
+	exp     int64  // Unix ms when the record disappears
+}
+
+type memTokenKey struct{ family, digest string }
+
+// memToken mirrors the Redis token hash.
+type memToken struct {
+	client, subject, scope string
+	exp                    int64 // Unix ms
+	rotated                bool
+	// Set when rotated: the successor and what a grace retry returns.
+	next      string
+	nextScope string
+	nextExp   int64
+	rotatedAt int64
+	sealed    []byte
+}
+
+// NewMemory returns an empty memory store and starts its janitor; call Close
+// to stop it.
+func NewMemory() *Memory {
+	m := &Memory{
+		families: make(map[string]*memFamily),
+		tokens:   make(map[memTokenKey]*memToken),
+		jtis:     make(map[string]int64),
+		clock:    time.Now,
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	go m.janitor()
+	return m
+}
+
+func (m *Memory) janitor() {
+	defer close(m.done)
+	t := time.NewTicker(janitorInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+			m.sweep()
+		}
+	}
+}
+
+// sweep drops every expired entry.
+func (m *Memory) sweep() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := millis(m.clock())
+	for id, f := range m.families {
+		if f.exp <= now {
+			delete(m.families, id)
+		}
+	}
+	for k, t := range m.tokens {
+		if t.exp <= now {
+			delete(m.tokens, k)
+		}
+	}
+	for jti, exp := range m.jtis {
+		if exp <= now {
+			delete(m.jtis, jti)
+		}
+	}
+}
+
+// family returns the live family record or nil; m.mu must be held.
+func (m *Memory) family(id string) *memFamily {
+	f := m.families[id]
+	if f != nil && f.exp <= millis(m.clock()) {
+		delete(m.families, id)
+		return nil
+	}
+	return f
+}
+
+// token returns the live token record or nil; m.mu must be held.
+func (m *Memory) token(family, digest string) *memToken {
+	k := memTokenKey{family, digest}
+	t := m.tokens[k]
+	if t != nil && t.exp <= millis(m.clock()) {
+		delete(m.tokens, k)
+		return nil
+	}
+	return t
+}
+
+// CreateFamily stores the first refresh token of a new family. It fails if
+// the family id is empty, contains braces, or is already in use.
+func (m *Memory) CreateFamily(_ context.Context, f NewFamily) error {
+	if !validFamilyID(f.FamilyID) {
+		return errInvalidFamilyID
+	}
+	if f.Digest == "" {
+		return errors.New("store: create family: empty digest")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.family(f.FamilyID) != nil {
+		return errFamilyExists
+	}
+	exp := millis(f.ExpiresAt)
+	m.families[f.FamilyID] = &memFamily{
+		client:  f.ClientID,
+		current: f.Digest,
+		exp:     max(millis(f.FamilyExpiresAt), exp),
+	}
+	m.tokens[memTokenKey{f.FamilyID, f.Digest}] = &memToken{
+		client:  f.ClientID,
+		subject: f.Subject,
+		scope:   f.Scope,
+		exp:     exp,
+	}
+	return nil
+}
+
+// Rotate spends a refresh token and stores its successor, detecting replays;
+// see RotateRequest and Outcome for the rules.
+func (m *Memory) Rotate(_ context.Context, r RotateRequest) (RotateResult, error) {
+	if err := checkRotate(r); err != nil {
+		return RotateResult{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f := m.family(r.FamilyID)
+	if f == nil {
+		return RotateResult{Outcome: NotFound}, nil
+	}
+	t := m.token(r.FamilyID, r.OldDigest)
+	switch {
+	case t == nil:
+		return RotateResult{Outcome: NotFound}, nil
+	case t.client != r.ClientID:
+		return RotateResult{Outcome: WrongClient}, nil
+	case f.revoked:
+		return RotateResult{Outcome: FamilyRevoked}, nil
+	}
+	now := millis(r.Now)
+	if t.exp <= now {
+		return RotateResult{Outcome: Expired}, nil
+	}
+	scope := normalizeScope(r.Scope)
+	widened := scope != "" && !scopeSubset(scope, t.scope)
+	if t.rotated {
+		grace := graceMillis(r.Grace)
+		if grace > 0 && now-t.rotatedAt <= grace && f.current == t.next && t.nextExp > now {
+			if widened {
+				return RotateResult{Outcome: ScopeWidened}, nil
+			}
+			return RotateResult{
+				Outcome:   GraceRetry,
+				Subject:   t.subject,
+				Scope:     t.nextScope,
+				ExpiresAt: time.UnixMilli(t.nextExp),
+				Sealed:    bytes.Clone(t.sealed),
+			}, nil
+		}
+		f.revoked = true
+		return RotateResult{Outcome: Replayed}, nil
+	}
+	if widened {
+		return RotateResult{Outcome: ScopeWidened}, nil
+	}
+	if scope == "" {
+		scope = t.scope
+	}
+	exp := millis(r.ExpiresAt)
+	t.rotated = true
+	t.next, t.nextScope, t.nextExp = r.NewDigest, scope, exp
+	t.rotatedAt = now
+	t.sealed = bytes.Clone(r.Sealed)
+	m.tokens[memTokenKey{r.FamilyID, r.NewDigest}] = &memToken{
+		client:  t.client,
+		subject: t.subject,
+		scope:   scope,
+		exp:     exp,
+	}
+	f.current = r.NewDigest
+	f.exp = max(f.exp, millis(r.FamilyExpiresAt), exp)
+	return RotateResult{
+		Outcome:   Rotated,
+		Subject:   t.subject,
+		Scope:     scope,
+		ExpiresAt: time.UnixMilli(exp),
+	}, nil
+}
+
+// RevokeRefresh revokes the family of the token with the given digest if it
+// belongs to clientID.
+func (m *Memory) RevokeRefresh(_ context.Context, familyID, digest, clientID string) (RevokeOutcome, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.token(familyID, digest)
+	switch {
+	case t == nil:
+		return RevokeNotFound, nil
+	case t.client != clientID:
+		return RevokeWrongClient, nil
+	}
+	if f := m.family(familyID); f != nil {
+		f.revoked = true
+	}
+	return FamilyRevokedNow, nil
+}
+
+// RevokeFamily revokes a whole family by id; an unknown family is a no-op.
+func (m *Memory) RevokeFamily(_ context.Context, familyID string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if f := m.family(familyID); f != nil {
+		f.revoked = true
+	}
+	return nil
+}
+
+// FamilyRevoked reports whether a family is revoked (false if unknown).
+func (m *Memory) FamilyRevoked(_ context.Context, familyID string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f := m.family(familyID)
+	return f != nil && f.revoked, nil
+}
+
+// RevokeAccessToken denies the access token with this jti until exp; an exp
+// already past stores nothing.
+func (m *Memory) RevokeAccessToken(_ context.Context, jti string, exp time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := millis(exp); e > millis(m.clock()) {
+		m.jtis[jti] = e
+	}
+	return nil
+}
+
+// AccessTokenRevoked reports whether the jti was revoked and has not expired.
+func (m *Memory) AccessTokenRevoked(_ context.Context, jti string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	exp, ok := m.jtis[jti]
+	if ok && exp <= millis(m.clock()) {
+		delete(m.jtis, jti)
+		ok = false
+	}
+	return ok, nil
+}
+
+// Close stops the janitor. It is safe to call more than once; the store
+// still answers afterwards but no longer sweeps.
+func (m *Memory) Close() error {
+	m.closeOnce.Do(func() {
+		close(m.stop)
+		<-m.done
+	})
+	return nil
+}
+
+var _ Store = (*Memory)(nil)

@@ -1,0 +1,147 @@
+// Package store keeps refresh-token families and access-token revocations.
+//
+// Only digests of refresh tokens are ever stored. Every token of one family
+// shares the family id, which implementations use to keep a family's keys
+// together (one Redis Cluster hash slot). All state changes that must be
+// atomic (rotation, replay detection, family revocation) are single
+// operations of the Store interface.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrUnavailable wraps every error that means the store could not be reached
+// or could not durably record a change; callers answer 503 on it.
+var ErrUnavailable = errors.New("store unavailable")
+
+// NewFamily describes the first refresh token of a new family.
+type NewFamily struct {
+	FamilyID  string    // random, URL-safe id shared by every token of the family
+	Digest    string    // digest of the refresh token (never the token itself)
+	ClientID  string    // the client the family belongs to
+	Subject   string    // the token subject (client id for client_credentials)
+	Scope     string    // space-separated granted scope
+	IssuedAt  time.Time // when the token was issued
+	ExpiresAt time.Time // when the refresh token expires
+	// FamilyExpiresAt is how long the family record must be kept: at least as
+	// long as any token or access token minted from it can be valid.
+	FamilyExpiresAt time.Time
+}
+
+// RotateRequest asks to spend one refresh token and store its successor.
+type RotateRequest struct {
+	FamilyID  string // family id parsed from the presented token
+	OldDigest string // digest of the presented token
+	NewDigest string // digest of the successor token
+	ClientID  string // the authenticated client
+	// Scope is the space-separated scope the client asks for; empty keeps the
+	// scope of the presented token. It may narrow, never widen.
+	Scope string
+	// Sealed is the successor token encrypted with a key only the presenter of
+	// the old token can derive; it is handed back on a grace retry.
+	Sealed          []byte
+	Now             time.Time
+	ExpiresAt       time.Time     // expiry of the successor token
+	FamilyExpiresAt time.Time     // see NewFamily.FamilyExpiresAt
+	Grace           time.Duration // refresh_grace; 0 means strict
+}
+
+// Outcome is the result of a rotation attempt.
+type Outcome int
+
+// The outcomes of Rotate.
+const (
+	// Rotated: the old token is spent and the successor stored.
+	Rotated Outcome = iota + 1
+	// GraceRetry: the old token was the immediate predecessor of the family's
+	// current token and was rotated within the grace period; Result.Sealed
+	// carries the existing successor. Nothing changed.
+	GraceRetry
+	// NotFound: no such token (unknown, expired and gone, or malformed).
+	NotFound
+	// WrongClient: the token belongs to another client. Nothing changed.
+	WrongClient
+	// Expired: the token exists but has expired. Nothing changed.
+	Expired
+	// ScopeWidened: the requested scope is not a subset of the token's scope.
+	// Nothing changed.
+	ScopeWidened
+	// Replayed: the token was already rotated; the whole family is now revoked.
+	Replayed
+	// FamilyRevoked: the family had been revoked before. Nothing changed.
+	FamilyRevoked
+)
+
+// String names the outcome for logs.
+func (o Outcome) String() string {
+	switch o {
+	case Rotated:
+		return "rotated"
+	case GraceRetry:
+		return "grace_retry"
+	case NotFound:
+		return "not_found"
+	case WrongClient:
+		return "wrong_client"
+	case Expired:
+		return "expired"
+	case ScopeWidened:
+		return "scope_widened"
+	case Replayed:
+		return "replayed"
+	case FamilyRevoked:
+		return "family_revoked"
+	}
+	return "unknown"
+}
+
+// RotateResult reports what Rotate did.
+type RotateResult struct {
+	Outcome Outcome
+	// For Rotated and GraceRetry: the successor's subject, scope and expiry.
+	Subject   string
+	Scope     string
+	ExpiresAt time.Time
+	// For GraceRetry: the sealed successor stored by the original rotation.
+	Sealed []byte
+}
+
+// RevokeOutcome is the result of revoking a refresh token's family.
+type RevokeOutcome int
+
+// The outcomes of RevokeRefresh.
+const (
+	// FamilyRevokedNow: the family of the token is revoked (or already was).
+	FamilyRevokedNow RevokeOutcome = iota + 1
+	// RevokeNotFound: no such token; nothing changed.
+	RevokeNotFound
+	// RevokeWrongClient: the token belongs to another client; nothing changed.
+	RevokeWrongClient
+)
+
+// Store is the refresh-token and revocation store. Implementations must be
+// safe for concurrent use, and every method must either complete atomically
+// or change nothing. Errors that mean "could not reach or write the store"
+// wrap ErrUnavailable.
+type Store interface {
+	// CreateFamily stores the first refresh token of a new family.
+	CreateFamily(ctx context.Context, f NewFamily) error
+	// Rotate spends a refresh token and stores its successor, detecting replays.
+	Rotate(ctx context.Context, r RotateRequest) (RotateResult, error)
+	// RevokeRefresh revokes the family of the token with the given digest if
+	// it belongs to clientID.
+	RevokeRefresh(ctx context.Context, familyID, digest, clientID string) (RevokeOutcome, error)
+	// RevokeFamily revokes a whole family by id, whoever owns it.
+	RevokeFamily(ctx context.Context, familyID string) error
+	// FamilyRevoked reports whether a family is revoked (false for an unknown family).
+	FamilyRevoked(ctx context.Context, familyID string) (bool, error)
+	// RevokeAccessToken denies the access token with this jti until exp.
+	RevokeAccessToken(ctx context.Context, jti string, exp time.Time) error
+	// AccessTokenRevoked reports whether the jti was revoked.
+	AccessTokenRevoked(ctx context.Context, jti string) (bool, error)
+	// Close releases the store's resources.
+	Close() error
+}

@@ -1,0 +1,712 @@
+// Package storetest is the conformance suite every store.Store must pass.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/store"
+)
+
+// Run runs the conformance suite. newStore must return a new, empty store
+// for each subtest (for a shared Redis: a fresh key prefix); Run closes it.
+// Subtests run in parallel. Times are chosen near the real clock, with
+// lifetimes of hours, so that no entry expires by TTL while a subtest runs
+// unless the subtest means it to.
+func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, h *harness)
+	}{
+		{"CreateAndRotate", testCreateAndRotate},
+		{"NotFound", testNotFound},
+		{"WeirdIDs", testWeirdIDs},
+		{"CreateFamilyInvalid", testCreateFamilyInvalid},
+		{"RotateInvalid", testRotateInvalid},
+		{"WrongClient", testWrongClient},
+		{"WrongClientOnRevokedFamily", testWrongClientOnRevokedFamily},
+		{"FamilyRevoked", testFamilyRevoked},
+		{"ExpiryFollowsNow", testExpiryFollowsNow},
+		{"ScopeNarrowing", testScopeNarrowing},
+		{"ScopeWidened", testScopeWidened},
+		{"GraceRetry", testGraceRetry},
+		{"GraceRetryWidenedScope", testGraceRetryWidenedScope},
+		{"GraceElapsed", testGraceElapsed},
+		{"GraceTwoStepsBack", testGraceTwoStepsBack},
+		{"ReplayRevokesFamily", testReplayRevokesFamily},
+		{"SealedRoundTrip", testSealedRoundTrip},
+		{"RevokeRefresh", testRevokeRefresh},
+		{"RevokeFamilyUnknown", testRevokeFamilyUnknown},
+		{"AccessTokens", testAccessTokens},
+		{"ConcurrentSameToken", testConcurrentSameToken},
+		{"ConcurrentSameTokenGrace", testConcurrentSameTokenGrace},
+		{"ConcurrentFamilies", testConcurrentFamilies},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := newStore(t)
+			t.Cleanup(func() {
+				if err := s.Close(); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			})
+			tc.fn(t, &harness{t: t, s: s, now: time.Now().Truncate(time.Millisecond)})
+		})
+	}
+}
+
+const (
+	tokenLife  = time.Hour
+	familyLife = 2 * time.Hour
+)
+
+// harness holds one subtest's store and base time.
+type harness struct {
+	t   *testing.T
+	s   store.Store
+	now time.Time // base time, whole milliseconds
+}
+
+// family is a created family and its current token.
+type family struct {
+	id, digest, client string
+}
+
+// random returns 128 random bits in hex: ids, jtis and test tokens.
+func random() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // never fails (crypto/rand since Go 1.24)
+	return hex.EncodeToString(b)
+}
+
+// digest returns the digest of a fresh random token, as the caller would
+// compute it; the store never sees the token itself.
+func digest() string {
+	sum := sha256.Sum256([]byte("rt_" + random()))
+	return hex.EncodeToString(sum[:])
+}
+
+func (h *harness) create(client, subject, scope string) family {
+	h.t.Helper()
+	f := family{id: random(), digest: digest(), client: client}
+	err := h.s.CreateFamily(context.Background(), store.NewFamily{
+		FamilyID:        f.id,
+		Digest:          f.digest,
+		ClientID:        client,
+		Subject:         subject,
+		Scope:           scope,
+		IssuedAt:        h.now,
+		ExpiresAt:       h.now.Add(tokenLife),
+		FamilyExpiresAt: h.now.Add(familyLife),
+	})
+	if err != nil {
+		h.t.Fatalf("CreateFamily: %v", err)
+	}
+	return f
+}
+
+// req returns a request to rotate f's current token as f's client at the
+// base time, strict, with a fresh successor digest and sealed bytes.
+func (h *harness) req(f family) store.RotateRequest {
+	return store.RotateRequest{
+		FamilyID:        f.id,
+		OldDigest:       f.digest,
+		NewDigest:       digest(),
+		ClientID:        f.client,
+		Sealed:          []byte("sealed:" + random()),
+		Now:             h.now,
+		ExpiresAt:       h.now.Add(tokenLife),
+		FamilyExpiresAt: h.now.Add(familyLife),
+	}
+}
+
+func (h *harness) rotate(r store.RotateRequest) store.RotateResult {
+	h.t.Helper()
+	res, err := h.s.Rotate(context.Background(), r)
+	if err != nil {
+		h.t.Fatalf("Rotate: %v", err)
+	}
+	return res
+}
+
+// expect rotates and checks the outcome.
+func (h *harness) expect(r store.RotateRequest, want store.Outcome) store.RotateResult {
+	h.t.Helper()
+	res := h.rotate(r)
+	if res.Outcome != want {
+		h.t.Fatalf("Rotate outcome = %v, want %v", res.Outcome, want)
+	}
+	return res
+}
+
+// next rotates f's current token successfully and returns the family
+// positioned on the successor.
+func (h *harness) next(f family) family {
+	h.t.Helper()
+	r := h.req(f)
+	h.expect(r, store.Rotated)
+	f.digest = r.NewDigest
+	return f
+}
+
+func (h *harness) revoked(id string) bool {
+	h.t.Helper()
+	v, err := h.s.FamilyRevoked(context.Background(), id)
+	if err != nil {
+		h.t.Fatalf("FamilyRevoked: %v", err)
+	}
+	return v
+}
+
+func (h *harness) wantRevoked(id string, want bool) {
+	h.t.Helper()
+	if got := h.revoked(id); got != want {
+		h.t.Fatalf("FamilyRevoked = %v, want %v", got, want)
+	}
+}
+
+// sameWords compares space-separated word sets.
+func sameWords(a, b string) bool {
+	wa, wb := strings.Fields(a), strings.Fields(b)
+	slices.Sort(wa)
+	slices.Sort(wb)
+	return slices.Equal(slices.Compact(wa), slices.Compact(wb))
+}
+
+func testCreateAndRotate(t *testing.T, h *harness) {
+	f := h.create("c1", "alice", "read write")
+	r := h.req(f)
+	r.ExpiresAt = h.now.Add(30 * time.Minute)
+	res := h.expect(r, store.Rotated)
+	if res.Subject != "alice" || res.Scope != "read write" || !res.ExpiresAt.Equal(r.ExpiresAt) {
+		t.Fatalf("Rotated result = %+v, want subject alice, scope %q, expiry %v", res, "read write", r.ExpiresAt)
+	}
+	f.digest = r.NewDigest
+	h.next(h.next(f))
+	h.wantRevoked(f.id, false)
+}
+
+func testNotFound(t *testing.T, h *harness) {
+	f := h.create("c1", "alice", "read")
+	r := h.req(f)
+	r.FamilyID = random()
+	h.expect(r, store.NotFound)
+	r = h.req(f)
+	r.OldDigest = digest()
+	h.expect(r, store.NotFound)
+	// A digest of another family is not found in this one.
+	g := h.create("c1", "alice", "read")
+	r = h.req(f)
+	r.OldDigest = g.digest
+	h.expect(r, store.NotFound)
+	h.next(f)
+	h.next(g)
+}
+
+func testWeirdIDs(t *testing.T, h *harness) {
+	ctx := context.Background()
+	f := h.create("c1", "alice", "read")
+	weird := []string{"", " ", "{", "}", "{}", "a}b", "{" + f.id + "}", f.id + "}", "ü\x00\n\r\t",
+		strings.Repeat("x", 10000), "*", "?", "[a-z]", "\xff\xfe"}
+	for _, w := range weird {
+		for _, r := range []store.RotateRequest{
+			{FamilyID: w, OldDigest: f.digest},
+			{FamilyID: f.id, OldDigest: w},
+			{FamilyID: w, OldDigest: w},
+		} {
+			r.ClientID, r.NewDigest, r.Now = "c1", digest(), h.now
+			r.ExpiresAt, r.FamilyExpiresAt = h.now.Add(tokenLife), h.now.Add(familyLife)
+			if res := h.rotate(r); res.Outcome != store.NotFound {
+				t.Fatalf("Rotate(family %q, digest %q) = %v, want not_found", r.FamilyID, r.OldDigest, res.Outcome)
+			}
+			out, err := h.s.RevokeRefresh(ctx, r.FamilyID, r.OldDigest, "c1")
+			if err != nil || out != store.RevokeNotFound {
+				t.Fatalf("RevokeRefresh(%q, %q) = %v, %v; want RevokeNotFound", r.FamilyID, r.OldDigest, out, err)
+			}
+		}
+		if err := h.s.RevokeFamily(ctx, w); err != nil {
+			t.Fatalf("RevokeFamily(%q): %v", w, err)
+		}
+		h.wantRevoked(w, false)
+		if ok, err := h.s.AccessTokenRevoked(ctx, w); err != nil || ok {
+			t.Fatalf("AccessTokenRevoked(%q) = %v, %v; want false", w, ok, err)
+		}
+		if err := h.s.RevokeAccessToken(ctx, w, h.now.Add(time.Hour)); err != nil {
+			t.Fatalf("RevokeAccessToken(%q): %v", w, err)
+		}
+		if ok, err := h.s.AccessTokenRevoked(ctx, w); err != nil || !ok {
+			t.Fatalf("AccessTokenRevoked(%q) after revoking = %v, %v; want true", w, ok, err)
+		}
+	}
+	// Nothing above touched the real family.
+	h.wantRevoked(f.id, false)
+	h.next(f)
+}
+
+func testCreateFamilyInvalid(t *testing.T, h *harness) {
+	ctx := context.Background()
+	f := h.create("c1", "alice", "read")
+	for _, nf := range []store.NewFamily{
+		{FamilyID: "", Digest: digest()},
+		{FamilyID: "a{b", Digest: digest()},
+		{FamilyID: "a}b", Digest: digest()},
+		{FamilyID: random(), Digest: ""},
+		{FamilyID: f.id, Digest: digest()}, // already in use
+	} {
+		nf.ClientID, nf.ExpiresAt, nf.FamilyExpiresAt = "c2", h.now.Add(tokenLife), h.now.Add(familyLife)
+		err := h.s.CreateFamily(ctx, nf)
+		if err == nil {
+			t.Fatalf("CreateFamily(%q, %q) succeeded", nf.FamilyID, nf.Digest)
+		}
+		if errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("CreateFamily(%q, %q) = %v, must not wrap ErrUnavailable", nf.FamilyID, nf.Digest, err)
+		}
+	}
+	// The family whose id was reused is untouched.
+	h.next(f)
+}
+
+func testRotateInvalid(t *testing.T, h *harness) {
+	f := h.create("c1", "alice", "read")
+	for _, nd := range []string{f.digest, ""} {
+		r := h.req(f)
+		r.NewDigest = nd
+		_, err := h.s.Rotate(context.Background(), r)
+		if err == nil || errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("Rotate with successor digest %q: err = %v, want a non-ErrUnavailable error", nd, err)
+		}
+	}
+	h.next(f)
+}
+
+func testWrongClient(t *testing.T, h *harness) {
+	f := h.create("c1", "alice", "read")
+	r := h.req(f)
+	r.ClientID = "c2"
+	h.expect(r, store.WrongClient)
+	r.ClientID = ""
+	h.expect(r, store.WrongClient)
+	out, err := h.s.RevokeRefresh(context.Background(), f.id, f.digest, "c2")
+	if err != nil || out != store.RevokeWrongClient {
+		t.Fatalf("RevokeRefresh by another client = %v, %v; want RevokeWrongClient", out, err)
+	}
+	h.wantRevoked(f.id, false)
+	// The token was not spent: its owner rotates it normally, twice over.
+	h.next(h.next(f))
+}
+
+func testWrongClientOnRevokedFamily(t *testing.T, h *harness) {
+	f := h.create("c1", "alice", "read")
+	if err := h.s.RevokeFamily(context.Background(), f.id); err != nil {
+		t.Fatal(err)
+	}
+	r := h.req(f)
+	r.ClientID = "c2"
+	h.expect(r, store.WrongClient)
+	h.expect(h.req(f), store.FamilyRevoked)
+}
+
+func testFamilyRevoked(t *testing.T, h *harness) {
+	ctx := context.Background()
+	f := h.create("c1", "alice", "read")
+	g := h.create("c1", "alice", "read")
+	f = h.next(f)
+	for range 2 { // idempotent
+		if err := h.s.RevokeFamily(ctx, f.id); err != nil {
+			t.Fatal(err)
+		}
+		h.wantRevoked(f.id, true)
+		h.expect(h.req(f), store.FamilyRevoked)
+	}
+	// Other families are unaffected.
+	h.wantRevoked(g.id, false)
+	h.next(g)
+}
+
+func testExpiryFollowsNow(t *testing.T, h *harness) {
+	f := h.create("c1", "alice", "read")
+	exp := h.now.Add(tokenLife)
+	for _, now := range []time.Time{exp, exp.Add(time.Millisecond), exp.Add(24 * time.Hour)} {
+		r := h.req(f)
+		r.Now = now
+		h.expect(r, store.Expired)
+	}
+	h.wantRevoked(f.id, false)
+	// Nothing changed, and only Now decides: a Now long before the real
+	// clock still finds the token valid.
+	r := h.req(f)
+	r.Now = exp.Add(-time.Millisecond)
+	h.expect(r, store.Rotated)
+	r = h.req(family{id: f.id, digest: r.NewDigest, client: "c1"})
+	r.Now = h.now.Add(-48 * time.Hour)
+	h.expect(r, store.Rotated)
+	// The successor expires at its own ExpiresAt.
+	f.digest = r.NewDigest
+	r = h.req(f)
+	r.Now = h.now.Add(tokenLife)
+	h.expect(r, store.Expired)
+}
+
+func testScopeNarrowing(t *testing.T, h *harness) {
+	f := h.create("c1", "alice", "read write admin")
+	r := h.req(f)
+	r.Scope = " write  read read\t"
+	res := h.expect(r, store.Rotated)
+	if !sameWords(res.Scope, "read write") {
+		t.Fatalf("narrowed scope = %q, want read write", res.Scope)
+	}
+	f.digest = r.NewDigest
+	// Empty and blank scopes keep the narrowed scope.
+	for _, s := range []string{"", "  "} {
+		r = h.req(f)
+		r.Scope = s
+		res = h.expect(r, store.Rotated)
+		if !sameWords(res.Scope, "read write") {
+			t.Fatalf("kept scope = %q, want read write", res.Scope)
+		}
+		f.digest = r.NewDigest
+	}
+	// The dropped word cannot come back.
+	r = h.req(f)
+	r.Scope = "admin"
+	h.expect(r, store.ScopeWidened)
+	r.Scope = "read"
+	res = h.expect(r, store.Rotated)
+	if res.Scope != "read" {
+		t.Fatalf("scope = %q, want read", res.Scope)
+	}
+}
+
+func testScopeWidened(t *testing.T, h *harness) {
+	f := h.create("c1", "alice", "read")
+	for _, s := range []string{"read write", "write", "rea", "READ"} {
+		r := h.req(f)
+		r.Scope = s
+		h.expect(r, store.ScopeWidened)
+	}
+	h.wantRevoked(f.id, false)
+	res := h.expect(h.req(f), store.Rotated) // not spent
+	if res.Scope != "read" {
+		t.Fatalf("scope = %q, want read", res.Scope)
+	}
+	// A token without scope cannot gain one.
+	g := h.create("c1", "alice", "")
+	r := h.req(g)
+	r.Scope = "read"
+	h.expect(r, store.ScopeWidened)
+	r.Scope = ""
+	if res := h.expect(r, store.Rotated); res.Scope != "" {
+		t.Fatalf("scope = %q, want empty", res.Scope)
+	}
+}
+
+func testGraceRetry(t *testing.T, h *harness) {
+	const grace = 5 * time.Second
+	f := h.create("c1", "alice", "read write")
+	first := h.req(f)
+	first.Scope = "read"
+	first.ExpiresAt = h.now.Add(40 * time.Minute)
+	first.Grace = grace
+	h.expect(first, store.Rotated)
+
+	for _, after := range []time.Duration{0, time.Second, grace} {
+		retry := h.req(f)
+		retry.Now = h.now.Add(after)
+		retry.Grace = grace
+		res := h.expect(retry, store.GraceRetry)
+		if res.Subject != "alice" || res.Scope != "read" || !res.ExpiresAt.Equal(first.ExpiresAt) ||
+			!bytes.Equal(res.Sealed, first.Sealed) {
+			t.Fatalf("grace retry after %v = %+v, want the first rotation's successor", after, res)
+		}
+		// The retry stored nothing.
+		r := h.req(family{id: f.id, digest: retry.NewDigest, client: "c1"})
+		h.expect(r, store.NotFound)
+	}
+	h.wantRevoked(f.id, false)
+	// The successor handed out is still the family's current token.
+	h.next(family{id: f.id, digest: first.NewDigest, client: "c1"})
+}
+
+func testGraceRetryWidenedScope(t *testing.T, h *harness) {
+	f := h.create("c1", "alice", "read")
+	r := h.req(f)
+	r.Grace = time.Minute
+	h.expect(r, store.Rotated)
+	retry := h.req(f)
+	retry.Grace = time.Minute
+	retry.Scope = "read write"
+	h.expect(retry, store.ScopeWidened)
+	h.wantRevoked(f.id, false)
+	retry.Scope = ""
+	h.expect(retry, store.GraceRetry)
+}
+
+func testGraceElapsed(t *testing.T, h *harness) {
+	const grace = 5 * time.Second
+	f := h.create("c1", "alice", "read")
+	r := h.req(f)
+	r.Grace = grace
+	h.expect(r, store.Rotated)
+	retry := h.req(f)
+	retry.Now = h.now.Add(grace + time.Millisecond)
+	retry.Grace = grace
+	h.expect(retry, store.Replayed)
+	h.wantRevoked(f.id, true)
+	h.expect(h.req(family{id: f.id, digest: r.NewDigest, client: "c1"}), store.FamilyRevoked)
+}
+
+func testGraceTwoStepsBack(t *testing.T, h *harness) {
+	f0 := h.create("c1", "alice", "read")
+	r := h.req(f0)
+	r.Grace = time.Minute
+	h.expect(r, store.Rotated)
+	f1 := family{id: f0.id, digest: r.NewDigest, client: "c1"}
+	f2 := h.next(f1)
+	retry := h.req(f0)
+	retry.Grace = time.Minute
+	h.expect(retry, store.Replayed)
+	h.wantRevoked(f0.id, true)
+	h.expect(h.req(f2), store.FamilyRevoked)
+}
+
+func testReplayRevokesFamily(t *testing.T, h *harness) {
+	f0 := h.create("c1", "alice", "read")
+	g := h.create("c1", "alice", "read")
+	f1 := h.next(f0)
+	h.expect(h.req(f0), store.Replayed) // strict: no grace
+	h.wantRevoked(f0.id, true)
+	h.expect(h.req(f1), store.FamilyRevoked)
+	h.expect(h.req(f0), store.FamilyRevoked)
+	// Replay of the wrong client's kind is still WrongClient first.
+	r := h.req(f0)
+	r.ClientID = "c2"
+	h.expect(r, store.WrongClient)
+	h.wantRevoked(g.id, false)
+	h.next(g)
+}
+
+func testSealedRoundTrip(t *testing.T, h *harness) {
+	all := make([]byte, 0, 512)
+	for i := range 256 {
+		all = append(all, byte(i))
+	}
+	all = append(all, 0, 0, 0xff, 0xc3, 0x28, '\r', '\n')
+	for _, sealed := range [][]byte{all, {0}, nil} {
+		f := h.create("c1", "alice", "read")
+		r := h.req(f)
+		r.Sealed = bytes.Clone(sealed)
+		r.Grace = time.Minute
+		h.expect(r, store.Rotated)
+		retry := h.req(f)
+		retry.Grace = time.Minute
+		res := h.expect(retry, store.GraceRetry)
+		if !bytes.Equal(res.Sealed, sealed) {
+			t.Fatalf("sealed = %x, want %x", res.Sealed, sealed)
+		}
+	}
+}
+
+func testRevokeRefresh(t *testing.T, h *harness) {
+	ctx := context.Background()
+	f0 := h.create("c1", "alice", "read")
+	f1 := h.next(f0)
+	if out, err := h.s.RevokeRefresh(ctx, f0.id, digest(), "c1"); err != nil || out != store.RevokeNotFound {
+		t.Fatalf("RevokeRefresh(unknown digest) = %v, %v; want RevokeNotFound", out, err)
+	}
+	if out, err := h.s.RevokeRefresh(ctx, random(), f1.digest, "c1"); err != nil || out != store.RevokeNotFound {
+		t.Fatalf("RevokeRefresh(unknown family) = %v, %v; want RevokeNotFound", out, err)
+	}
+	if out, err := h.s.RevokeRefresh(ctx, f1.id, f1.digest, "c2"); err != nil || out != store.RevokeWrongClient {
+		t.Fatalf("RevokeRefresh(other client) = %v, %v; want RevokeWrongClient", out, err)
+	}
+	h.wantRevoked(f1.id, false)
+	for range 2 { // idempotent
+		if out, err := h.s.RevokeRefresh(ctx, f1.id, f1.digest, "c1"); err != nil || out != store.FamilyRevokedNow {
+			t.Fatalf("RevokeRefresh = %v, %v; want FamilyRevokedNow", out, err)
+		}
+		h.wantRevoked(f1.id, true)
+	}
+	h.expect(h.req(f1), store.FamilyRevoked)
+
+	// A rotated (older) token of the family revokes it too.
+	g0 := h.create("c1", "alice", "read")
+	g1 := h.next(g0)
+	if out, err := h.s.RevokeRefresh(ctx, g0.id, g0.digest, "c1"); err != nil || out != store.FamilyRevokedNow {
+		t.Fatalf("RevokeRefresh(rotated token) = %v, %v; want FamilyRevokedNow", out, err)
+	}
+	h.expect(h.req(g1), store.FamilyRevoked)
+}
+
+func testRevokeFamilyUnknown(t *testing.T, h *harness) {
+	ctx := context.Background()
+	id := random()
+	if err := h.s.RevokeFamily(ctx, id); err != nil {
+		t.Fatalf("RevokeFamily(unknown): %v", err)
+	}
+	h.wantRevoked(id, false)
+	// No record was created: the id is still free and the family is live.
+	err := h.s.CreateFamily(ctx, store.NewFamily{
+		FamilyID: id, Digest: digest(), ClientID: "c1",
+		ExpiresAt: h.now.Add(tokenLife), FamilyExpiresAt: h.now.Add(familyLife),
+	})
+	if err != nil {
+		t.Fatalf("CreateFamily after revoking the unknown id: %v", err)
+	}
+	h.wantRevoked(id, false)
+}
+
+func testAccessTokens(t *testing.T, h *harness) {
+	ctx := context.Background()
+	check := func(jti string, want bool) {
+		t.Helper()
+		got, err := h.s.AccessTokenRevoked(ctx, jti)
+		if err != nil || got != want {
+			t.Fatalf("AccessTokenRevoked(%q) = %v, %v; want %v", jti, got, err, want)
+		}
+	}
+	a, b, past := random(), random(), random()
+	check(a, false)
+	for range 2 {
+		if err := h.s.RevokeAccessToken(ctx, a, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		check(a, true)
+	}
+	check(b, false)
+	if err := h.s.RevokeAccessToken(ctx, past, time.Now().Add(-time.Second)); err != nil {
+		t.Fatalf("RevokeAccessToken(expired): %v", err)
+	}
+	check(past, false)
+
+	// An entry disappears at exp (by the real clock, as the token itself).
+	short := random()
+	if err := h.s.RevokeAccessToken(ctx, short, time.Now().Add(100*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		got, err := h.s.AccessTokenRevoked(ctx, short)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("revoked jti still present 5s after its exp")
+		}
+	}
+}
+
+const goroutines = 50
+
+// rotateConcurrently presents the same request shape from many goroutines
+// at once, each with its own successor digest and sealed bytes.
+func (h *harness) rotateConcurrently(f family, grace time.Duration) ([]store.RotateRequest, []store.RotateResult) {
+	h.t.Helper()
+	reqs := make([]store.RotateRequest, goroutines)
+	for i := range reqs {
+		reqs[i] = h.req(f)
+		reqs[i].Grace = grace
+	}
+	results := make([]store.RotateResult, goroutines)
+	errs := make([]error, goroutines)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range reqs {
+		wg.Go(func() {
+			<-start
+			results[i], errs[i] = h.s.Rotate(context.Background(), reqs[i])
+		})
+	}
+	close(start)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		h.t.Fatalf("concurrent Rotate: %v", err)
+	}
+	return reqs, results
+}
+
+func testConcurrentSameToken(t *testing.T, h *harness) {
+	f := h.create("c1", "alice", "read")
+	reqs, results := h.rotateConcurrently(f, 0)
+	count := map[store.Outcome]int{}
+	winner := -1
+	for i, res := range results {
+		count[res.Outcome]++
+		if res.Outcome == store.Rotated {
+			winner = i
+		}
+	}
+	// Rotation is atomic, so the first loser sees the rotated token in a live
+	// family (a replay) and every later one sees the family revoked.
+	if count[store.Rotated] != 1 || count[store.Replayed] != 1 || count[store.FamilyRevoked] != goroutines-2 {
+		t.Fatalf("outcomes = %v, want 1 rotated, 1 replayed, %d family_revoked", count, goroutines-2)
+	}
+	h.wantRevoked(f.id, true)
+	h.expect(h.req(family{id: f.id, digest: reqs[winner].NewDigest, client: "c1"}), store.FamilyRevoked)
+}
+
+func testConcurrentSameTokenGrace(t *testing.T, h *harness) {
+	f := h.create("c1", "alice", "read")
+	reqs, results := h.rotateConcurrently(f, time.Minute)
+	winner := slices.IndexFunc(results, func(r store.RotateResult) bool { return r.Outcome == store.Rotated })
+	if winner < 0 {
+		t.Fatal("no rotation succeeded")
+	}
+	for i, res := range results {
+		if i == winner {
+			continue
+		}
+		if res.Outcome != store.GraceRetry || !bytes.Equal(res.Sealed, reqs[winner].Sealed) {
+			t.Fatalf("result %d = %v with sealed %q, want grace_retry with the winner's %q",
+				i, res.Outcome, res.Sealed, reqs[winner].Sealed)
+		}
+	}
+	h.wantRevoked(f.id, false)
+	h.next(family{id: f.id, digest: reqs[winner].NewDigest, client: "c1"})
+}
+
+func testConcurrentFamilies(t *testing.T, h *harness) {
+	const families, steps = 20, 10
+	fams := make([]family, families)
+	for i := range fams {
+		fams[i] = h.create("c1", "alice", "read")
+	}
+	errs := make([]error, families)
+	var wg sync.WaitGroup
+	for i, f := range fams {
+		wg.Go(func() {
+			for range steps {
+				r := h.req(f)
+				res, err := h.s.Rotate(context.Background(), r)
+				if err == nil && res.Outcome != store.Rotated {
+					err = errors.New("outcome " + res.Outcome.String())
+				}
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				f.digest = r.NewDigest
+			}
+			fams[i] = f
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("concurrent rotation of distinct families: %v", err)
+	}
+	for _, f := range fams {
+		h.wantRevoked(f.id, false)
+		h.next(f)
+	}
+}
