@@ -50,7 +50,7 @@ func (c *clock) Add(d time.Duration) {
 
 // fixture is a Server with three clients over a chosen store.
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *Server
 	store  store.Store
 	clock  *clock
@@ -71,7 +71,7 @@ func testClients() clients.Static {
 	}
 }
 
-func newFixture(t *testing.T, st store.Store, mod func(*Config)) *fixture {
+func newFixture(t testing.TB, st store.Store, mod func(*Config)) *fixture {
 	t.Helper()
 	key, _, err := tokens.GenerateES256()
 	if err != nil {
@@ -150,7 +150,7 @@ func (r response) str(name string) string {
 }
 
 // wantError checks an OAuth error response.
-func wantError(t *testing.T, r response, status int, code string) {
+func wantError(t testing.TB, r response, status int, code string) {
 	t.Helper()
 	if r.status != status || r.str("error") != code {
 		t.Fatalf("want %d %s, got %d %s", status, code, r.status, r.body)
@@ -158,7 +158,7 @@ func wantError(t *testing.T, r response, status int, code string) {
 	wantNoStore(t, r)
 }
 
-func wantNoStore(t *testing.T, r response) {
+func wantNoStore(t testing.TB, r response) {
 	t.Helper()
 	if r.header.Get("Cache-Control") != "no-store" || r.header.Get("Pragma") != "no-cache" {
 		t.Errorf("missing no-store headers: %v", r.header)
@@ -166,7 +166,7 @@ func wantNoStore(t *testing.T, r response) {
 }
 
 // wantToken checks a successful token response and returns it.
-func wantToken(t *testing.T, r response) response {
+func wantToken(t testing.TB, r response) response {
 	t.Helper()
 	if r.status != http.StatusOK || r.str("access_token") == "" {
 		t.Fatalf("want a token, got %d %s", r.status, r.body)

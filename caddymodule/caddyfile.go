@@ -1,0 +1,195 @@
+package caddymodule
+
+import (
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("moserver", parseCaddyfile)
+	// Before every routing and responding directive, so the token endpoint
+	// is answered before php_fastcgi, reverse_proxy, respond or a handle
+	// block sees it, with no global "order" line.
+	httpcaddyfile.RegisterDirectiveOrder("moserver", httpcaddyfile.Before, "invoke")
+}
+
+var _ caddyfile.Unmarshaler = (*Handler)(nil)
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	moserver {
+//		issuer            <url>
+//		token_path        <path>
+//		revoke_path       <path>
+//		jwks_path         <path>
+//		storage           memory | redis <url>
+//		key_prefix        <prefix>
+//		signing_key       <file> [<kid>]
+//		access_token_ttl  <duration>
+//		refresh_token_ttl <duration>
+//		refresh_grace     <duration>
+//		audience          <aud>
+//		unknown_grants    passthrough | reject
+//		client <client_id> {
+//			secret           <secret>
+//			secret_sha256    <hex>
+//			name             <name>
+//			scopes           <scope...>
+//			grants           <grant...>
+//			refresh_tokens
+//			audience         <aud>
+//			access_token_ttl <duration>
+//			cors_origins     <origin...>
+//		}
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		var err error
+		switch opt := d.Val(); opt {
+		case "issuer":
+			err = oneArg(d, &h.Issuer)
+		case "token_path":
+			err = oneArg(d, &h.TokenPath)
+		case "revoke_path":
+			err = oneArg(d, &h.RevokePath)
+		case "jwks_path":
+			err = oneArg(d, &h.JWKSPath)
+		case "key_prefix":
+			err = oneArg(d, &h.KeyPrefix)
+		case "audience":
+			err = oneArg(d, &h.Audience)
+		case "unknown_grants":
+			err = oneArg(d, &h.UnknownGrants)
+		case "access_token_ttl":
+			err = durationArg(d, &h.AccessTokenTTL)
+		case "refresh_token_ttl":
+			err = durationArg(d, &h.RefreshTokenTTL)
+		case "refresh_grace":
+			err = durationArg(d, &h.RefreshGrace)
+		case "storage":
+			err = h.unmarshalStorage(d)
+		case "signing_key":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return d.Errf("signing_key takes a file and an optional kid")
+			}
+			k := SigningKeyConfig{File: args[0]}
+			if len(args) == 2 {
+				k.KID = args[1]
+			}
+			h.SigningKeys = append(h.SigningKeys, k)
+		case "client":
+			var c ClientConfig
+			if err = c.unmarshal(d); err == nil {
+				h.Clients = append(h.Clients, c)
+			}
+		default:
+			return d.Errf("unrecognized moserver option %q", opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *Handler) unmarshalStorage(d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	switch {
+	case len(args) == 1 && args[0] == "memory":
+		h.Storage = &StorageConfig{Type: "memory"}
+	case len(args) == 2 && args[0] == "redis":
+		h.Storage = &StorageConfig{Type: "redis", URL: args[1]}
+	default:
+		return d.Errf("storage takes 'memory' or 'redis <url>'")
+	}
+	return nil
+}
+
+func (c *ClientConfig) unmarshal(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.Errf("client needs a client_id")
+	}
+	c.ID = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch opt := d.Val(); opt {
+		case "secret":
+			err = oneArg(d, &c.Secret)
+		case "secret_sha256":
+			err = oneArg(d, &c.SecretSHA256)
+		case "name":
+			err = oneArg(d, &c.Name)
+		case "audience":
+			err = oneArg(d, &c.Audience)
+		case "access_token_ttl":
+			err = durationArg(d, &c.AccessTokenTTL)
+		case "scopes":
+			err = someArgs(d, &c.Scopes)
+		case "grants":
+			err = someArgs(d, &c.Grants)
+		case "cors_origins":
+			err = someArgs(d, &c.CORSOrigins)
+		case "refresh_tokens":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			c.RefreshTokens = true
+		default:
+			return d.Errf("unrecognized option %q in client %q", opt, c.ID)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	opt := d.Val()
+	args := d.RemainingArgs()
+	if len(args) != 1 {
+		return d.Errf("%s takes exactly one argument", opt)
+	}
+	*dst = args[0]
+	return nil
+}
+
+func someArgs(d *caddyfile.Dispenser, dst *[]string) error {
+	opt := d.Val()
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.Errf("%s takes at least one argument", opt)
+	}
+	*dst = append(*dst, args...)
+	return nil
+}
+
+func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	opt := d.Val()
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	v, err := caddy.ParseDuration(s)
+	if err != nil {
+		return d.Errf("%s: %v", opt, err)
+	}
+	*dst = caddy.Duration(v)
+	return nil
+}

@@ -1,0 +1,314 @@
+// Package caddymodule is the Caddy glue of caddy-moserver: it registers the
+// http.handlers.moserver module and the moserver Caddyfile directive, turns
+// configuration into an oauth.Server, and hands every request to it, passing
+// on what it does not answer.
+package caddymodule
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/clients"
+	"github.com/caddy-moserver/caddy-moserver/internal/oauth"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Interface guards.
+var (
+	_ caddy.Module                = (*Handler)(nil)
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)
+
+// Handler answers the OAuth 2.0 token endpoint of a WordPress site running
+// the "WP OAuth Server" plugin (client credentials, refresh with rotation,
+// RFC 7009 revocation, JWKS) and passes every other request on unchanged.
+type Handler struct {
+	// Issuer is the "iss" of access tokens, e.g.
+	// https://example.com/wp-json/moserver. Required.
+	Issuer string `json:"issuer,omitempty"`
+	// TokenPath is the token endpoint (default /wp-json/moserver/token).
+	TokenPath string `json:"token_path,omitempty"`
+	// RevokePath is the RFC 7009 endpoint (default /wp-json/moserver/revoke).
+	RevokePath string `json:"revoke_path,omitempty"`
+	// JWKSPath serves the public keys (default /wp-json/moserver/jwks).
+	JWKSPath string `json:"jwks_path,omitempty"`
+	// Storage selects where refresh tokens and revocations live.
+	Storage *StorageConfig `json:"storage,omitempty"`
+	// KeyPrefix prefixes every store key (default "moserver:").
+	KeyPrefix string `json:"key_prefix,omitempty"`
+	// SigningKeys are PEM or JWK key files; the first signs, all are
+	// published. Without any, an ES256 key is generated once and kept in
+	// Caddy's storage.
+	SigningKeys []SigningKeyConfig `json:"signing_keys,omitempty"`
+	// AccessTokenTTL is the access-token lifetime (default 1h).
+	AccessTokenTTL caddy.Duration `json:"access_token_ttl,omitempty"`
+	// RefreshTokenTTL is the refresh-token lifetime (default 14 days).
+	RefreshTokenTTL caddy.Duration `json:"refresh_token_ttl,omitempty"`
+	// RefreshGrace lets a client that lost a refresh response retry the
+	// predecessor for this long and get the same successor (default 0: strict).
+	RefreshGrace caddy.Duration `json:"refresh_grace,omitempty"`
+	// Audience is the default "aud" of access tokens (default: the issuer).
+	Audience string `json:"audience,omitempty"`
+	// UnknownGrants is "passthrough" (default: grants the module does not own
+	// go to the next handler) or "reject" (answered unsupported_grant_type).
+	UnknownGrants string `json:"unknown_grants,omitempty"`
+	// Clients are the OAuth clients declared in the configuration.
+	Clients []ClientConfig `json:"clients,omitempty"`
+
+	server   *oauth.Server
+	storeKey string
+	logger   *zap.Logger
+}
+
+// StorageConfig selects the store.
+type StorageConfig struct {
+	// Type is "memory" (default) or "redis".
+	Type string `json:"type,omitempty"`
+	// URL is the Redis URL for type redis, e.g. redis://127.0.0.1:6379/0
+	// (rediss:// for TLS). Placeholders such as {env.REDIS_URL} are expanded.
+	URL string `json:"url,omitempty"`
+}
+
+// SigningKeyConfig names a signing key file.
+type SigningKeyConfig struct {
+	// File holds the key: PEM (PKCS#1, PKCS#8, SEC1) or a JWK.
+	File string `json:"file,omitempty"`
+	// KID overrides the key id (default: the JWK's kid or its thumbprint).
+	KID string `json:"kid,omitempty"`
+}
+
+// ClientConfig declares one OAuth client.
+type ClientConfig struct {
+	// ID is the client_id.
+	ID string `json:"id,omitempty"`
+	// Secret is the client secret; placeholders such as {env.X} are expanded.
+	Secret string `json:"secret,omitempty"`
+	// SecretSHA256 is the hex SHA-256 of the secret, instead of Secret.
+	SecretSHA256 string `json:"secret_sha256,omitempty"`
+	// Name is a display name.
+	Name string `json:"name,omitempty"`
+	// Scopes the client may be granted (default: profile email).
+	Scopes []string `json:"scopes,omitempty"`
+	// Grants the client may use (default: client_credentials refresh_token).
+	Grants []string `json:"grants,omitempty"`
+	// RefreshTokens makes client_credentials also issue a refresh token.
+	RefreshTokens bool `json:"refresh_tokens,omitempty"`
+	// Audience overrides the access-token "aud" for this client.
+	Audience string `json:"audience,omitempty"`
+	// AccessTokenTTL overrides the access-token lifetime for this client.
+	AccessTokenTTL caddy.Duration `json:"access_token_ttl,omitempty"`
+	// CORSOrigins are browser origins allowed to call the endpoints as this client.
+	CORSOrigins []string `json:"cors_origins,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.moserver",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision builds the token endpoint: clients, signing keys and store.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	issuer := repl.ReplaceKnown(h.Issuer, "")
+	if err := checkAbsoluteURL("issuer", issuer); err != nil {
+		return err
+	}
+	registry, err := h.buildClients(repl)
+	if err != nil {
+		return err
+	}
+	signer, err := loadSigner(ctx, h.SigningKeys, repl, h.logger)
+	if err != nil {
+		return err
+	}
+	st, key, err := acquireStore(h.Storage, h.keyPrefix(), repl, h.logger)
+	if err != nil {
+		return err
+	}
+	h.storeKey = key
+	h.server, err = oauth.New(oauth.Config{
+		Issuer:              issuer,
+		Audience:            repl.ReplaceKnown(h.Audience, ""),
+		TokenPath:           h.TokenPath,
+		RevokePath:          h.RevokePath,
+		JWKSPath:            h.JWKSPath,
+		AccessTokenTTL:      time.Duration(h.AccessTokenTTL),
+		RefreshTokenTTL:     time.Duration(h.RefreshTokenTTL),
+		RefreshGrace:        time.Duration(h.RefreshGrace),
+		RejectUnknownGrants: h.UnknownGrants == "reject",
+		Clients:             registry,
+		Store:               st,
+		Signer:              signer,
+		Logger:              h.logger,
+	})
+	if err != nil {
+		return fmt.Errorf("moserver: %w", err)
+	}
+	return nil
+}
+
+func (h *Handler) keyPrefix() string {
+	if h.KeyPrefix == "" {
+		return "moserver:"
+	}
+	return h.KeyPrefix
+}
+
+// buildClients turns the configured clients into a registry.
+func (h *Handler) buildClients(repl *caddy.Replacer) (clients.Static, error) {
+	reg := make(clients.Static, len(h.Clients))
+	for _, cc := range h.Clients {
+		c := &clients.Client{
+			ID:             cc.ID,
+			Name:           cc.Name,
+			Scopes:         orDefault(cc.Scopes, clients.DefaultScopes),
+			Grants:         orDefault(cc.Grants, clients.DefaultGrants),
+			RefreshTokens:  cc.RefreshTokens,
+			Audience:       repl.ReplaceKnown(cc.Audience, ""),
+			AccessTokenTTL: time.Duration(cc.AccessTokenTTL),
+		}
+		if cc.SecretSHA256 != "" {
+			d, err := clients.ParseSecretDigest(repl.ReplaceKnown(cc.SecretSHA256, ""))
+			if err != nil {
+				return nil, fmt.Errorf("moserver: client %q: %w", cc.ID, err)
+			}
+			c.SecretDigest = d
+		} else {
+			secret := repl.ReplaceKnown(cc.Secret, "")
+			if secret == "" {
+				return nil, fmt.Errorf("moserver: client %q: secret is empty (is its environment variable set?)", cc.ID)
+			}
+			c.SecretDigest = clients.SecretDigest(secret)
+		}
+		for _, o := range cc.CORSOrigins {
+			origin, err := clients.NormalizeOrigin(o)
+			if err != nil {
+				return nil, fmt.Errorf("moserver: client %q: cors_origins: %w", cc.ID, err)
+			}
+			c.CORSOrigins = append(c.CORSOrigins, origin)
+		}
+		reg[c.ID] = c
+	}
+	return reg, nil
+}
+
+func orDefault(v, def []string) []string {
+	if len(v) == 0 {
+		return append([]string(nil), def...)
+	}
+	return v
+}
+
+// Validate checks the configuration and names the option at fault.
+func (h *Handler) Validate() error {
+	if h.Issuer == "" {
+		return fmt.Errorf("moserver: issuer is required")
+	}
+	for name, p := range map[string]string{"token_path": h.TokenPath, "revoke_path": h.RevokePath, "jwks_path": h.JWKSPath} {
+		if p != "" && !strings.HasPrefix(p, "/") {
+			return fmt.Errorf("moserver: %s %q must start with /", name, p)
+		}
+	}
+	for name, d := range map[string]caddy.Duration{"access_token_ttl": h.AccessTokenTTL, "refresh_token_ttl": h.RefreshTokenTTL, "refresh_grace": h.RefreshGrace} {
+		if d < 0 {
+			return fmt.Errorf("moserver: %s must not be negative", name)
+		}
+	}
+	switch h.UnknownGrants {
+	case "", "passthrough", "reject":
+	default:
+		return fmt.Errorf("moserver: unknown_grants must be passthrough or reject, not %q", h.UnknownGrants)
+	}
+	if h.Storage != nil {
+		switch h.Storage.Type {
+		case "", "memory":
+		case "redis":
+			if h.Storage.URL == "" {
+				return fmt.Errorf("moserver: storage redis needs a URL")
+			}
+		default:
+			return fmt.Errorf("moserver: storage must be memory or redis, not %q", h.Storage.Type)
+		}
+	}
+	for i, k := range h.SigningKeys {
+		if k.File == "" {
+			return fmt.Errorf("moserver: signing_key #%d has no file", i+1)
+		}
+	}
+	seen := map[string]bool{}
+	for _, c := range h.Clients {
+		if err := validateClient(c); err != nil {
+			return err
+		}
+		if seen[c.ID] {
+			return fmt.Errorf("moserver: client %q is declared twice", c.ID)
+		}
+		seen[c.ID] = true
+	}
+	return nil
+}
+
+func validateClient(c ClientConfig) error {
+	if c.ID == "" {
+		return fmt.Errorf("moserver: a client has no id")
+	}
+	if (c.Secret == "") == (c.SecretSHA256 == "") {
+		return fmt.Errorf("moserver: client %q needs exactly one of secret or secret_sha256", c.ID)
+	}
+	for _, g := range c.Grants {
+		if g != clients.GrantClientCredentials && g != clients.GrantRefreshToken {
+			return fmt.Errorf("moserver: client %q: grants: %q is not client_credentials or refresh_token", c.ID, g)
+		}
+	}
+	for _, s := range c.Scopes {
+		if strings.ContainsAny(s, "\"\\ ") || s == "" {
+			return fmt.Errorf("moserver: client %q: scopes: %q is not a valid scope", c.ID, s)
+		}
+	}
+	if c.AccessTokenTTL < 0 {
+		return fmt.Errorf("moserver: client %q: access_token_ttl must not be negative", c.ID)
+	}
+	return nil
+}
+
+func checkAbsoluteURL(option, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("moserver: %s %q must be an absolute http(s) URL", option, raw)
+	}
+	return nil
+}
+
+// Cleanup releases this configuration's hold on the shared store.
+func (h *Handler) Cleanup() error {
+	if h.storeKey == "" {
+		return nil
+	}
+	return releaseStore(h.storeKey)
+}
+
+// ServeHTTP answers the token, revocation and JWKS endpoints and passes
+// every other request to next.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if h.server.Handle(w, r) {
+		return nil
+	}
+	return next.ServeHTTP(w, r)
+}
