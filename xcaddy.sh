@@ -207,6 +207,7 @@ ensure_system_packages() {
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update
 	apt-get install -y "${missing[@]}"
+	command -v redis-server >/dev/null 2>&1 || die "redis-server is still not on PATH ($PATH) after apt-get install"
 }
 
 check_gofmt() {

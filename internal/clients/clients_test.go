@@ -1,0 +1,58 @@
+package clients
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"testing"
+)
+
+func TestCheckSecret(t *testing.T) {
+	c := Client{SecretDigest: SecretDigest("s3cret")}
+	if !c.CheckSecret("s3cret") || c.CheckSecret("s3cre") || c.CheckSecret("") || c.CheckSecret("s3cret ") {
+		t.Fatal("CheckSecret accepts the wrong secrets or refuses the right one")
+	}
+	sum := sha256.Sum256([]byte("from config"))
+	d, err := ParseSecretDigest(hex.EncodeToString(sum[:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := (Client{SecretDigest: d}); !c.CheckSecret("from config") {
+		t.Fatal("secret_sha256 digest does not match its secret")
+	}
+	for _, bad := range []string{"", "zz", "abcd", hex.EncodeToString(sum[:31])} {
+		if _, err := ParseSecretDigest(bad); err == nil {
+			t.Errorf("ParseSecretDigest(%q) accepted", bad)
+		}
+	}
+}
+
+func TestOriginsAndGrants(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://App.example.com/callback?x=1": "https://app.example.com",
+		"http://127.0.0.1:18099/callback":      "http://127.0.0.1:18099",
+	} {
+		if got, err := NormalizeOrigin(in); err != nil || got != want {
+			t.Errorf("NormalizeOrigin(%q) = %q, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "app.example.com", "ftp://x", "https://"} {
+		if _, err := NormalizeOrigin(bad); err == nil {
+			t.Errorf("NormalizeOrigin(%q) accepted", bad)
+		}
+	}
+	c := Client{Grants: []string{GrantClientCredentials}, CORSOrigins: []string{"https://app.example.com"}}
+	if !c.AllowsGrant(GrantClientCredentials) || c.AllowsGrant(GrantRefreshToken) {
+		t.Error("AllowsGrant")
+	}
+	if !c.AllowedOrigin("https://app.example.com") || c.AllowedOrigin("https://evil.example.com") || c.AllowedOrigin("") {
+		t.Error("AllowedOrigin")
+	}
+	reg := Static{"a": &c}
+	if got, err := reg.Lookup(context.Background(), "a"); err != nil || got != &c {
+		t.Error("Static.Lookup of a known id")
+	}
+	if got, err := reg.Lookup(context.Background(), "b"); err != nil || got != nil {
+		t.Error("Static.Lookup of an unknown id")
+	}
+}
