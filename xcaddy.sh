@@ -11,8 +11,12 @@
 set -euo pipefail
 
 # Fuzz targets run at the end of `test`, each entry "<package>:<FuzzFunc>",
-# e.g. "./internal/store:FuzzDecode". Empty for now.
-FUZZ_TARGETS=()
+# each run for FUZZTIME (default 20s); any panic or 5xx fails the suite.
+FUZZ_TARGETS=(
+	"./internal/oauth:FuzzTokenEndpoint"
+	"./internal/tokens:FuzzVerify"
+	"./internal/tokens:FuzzParseRefresh"
+)
 
 readonly CADDY_VERSION="v2.11.9"
 readonly XCADDY_VERSION="v0.4.5"
@@ -196,8 +200,10 @@ step() {
 ensure_system_packages() {
 	local missing=()
 	command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+	command -v mariadbd >/dev/null 2>&1 || [[ -x /usr/sbin/mariadbd ]] || missing+=(mariadb-server)
 	if ((${#missing[@]} == 0)); then
-		log "system packages present: redis-server"
+		log "system packages present: redis-server mariadb-server"
+		ensure_mariadb_running
 		return 0
 	fi
 	if [[ "$(id -u)" -ne 0 ]]; then

@@ -117,3 +117,23 @@ type Static map[string]*Client
 func (s Static) Lookup(_ context.Context, id string) (*Client, error) {
 	return s[id], nil
 }
+
+// Chain looks clients up in each registry in turn; the first that knows the
+// id wins, so configured clients take precedence over WordPress ones.
+type Chain []Registry
+
+// Lookup implements Registry. An error of one registry is returned only if
+// no later registry knows the client.
+func (c Chain) Lookup(ctx context.Context, id string) (*Client, error) {
+	var firstErr error
+	for _, r := range c {
+		client, err := r.Lookup(ctx, id)
+		if client != nil {
+			return client, nil
+		}
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return nil, firstErr
+}

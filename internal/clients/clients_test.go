@@ -56,3 +56,18 @@ func TestOriginsAndGrants(t *testing.T) {
 		t.Error("Static.Lookup of an unknown id")
 	}
 }
+
+func TestChainFirstWins(t *testing.T) {
+	a := &Client{ID: "x", Name: "configured"}
+	b := &Client{ID: "x", Name: "wordpress"}
+	chain := Chain{Static{"x": a}, Static{"x": b, "y": b}}
+	if got, _ := chain.Lookup(context.Background(), "x"); got != a {
+		t.Errorf("clash: got %v, want the first registry's client", got)
+	}
+	if got, _ := chain.Lookup(context.Background(), "y"); got != b {
+		t.Errorf("second registry not consulted")
+	}
+	if got, err := chain.Lookup(context.Background(), "z"); got != nil || err != nil {
+		t.Errorf("unknown id: %v %v", got, err)
+	}
+}

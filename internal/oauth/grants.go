@@ -27,6 +27,7 @@ type tokenResponse struct {
 	TokenType    string `json:"token_type"`
 	Scope        string `json:"scope,omitempty"`
 	RefreshToken string `json:"refresh_token,omitempty"`
+	IDToken      string `json:"id_token,omitempty"`
 }
 
 // serveToken answers the token endpoint, or leaves the request to the next
@@ -159,13 +160,16 @@ func (s *Server) refresh(ctx context.Context, c *clients.Client, p params) (*tok
 	if presented == "" {
 		return nil, errInvalidRequest(descMissingRefresh)
 	}
-	familyID, ok := tokens.ParseRefresh(presented)
-	if !ok {
-		return nil, errInvalidGrant(descInvalidRefresh)
-	}
 	scope, ok := normalizeScope(p.get("scope"))
 	if !ok {
 		return nil, errInvalidScope()
+	}
+	familyID, ok := tokens.ParseRefresh(presented)
+	if !ok {
+		if s.cfg.WordPress != nil && isPluginToken(presented) {
+			return s.redeemPluginRefresh(ctx, c, presented, scope)
+		}
+		return nil, errInvalidGrant(descInvalidRefresh)
 	}
 	successor, err := tokens.NewToken(familyID)
 	if err != nil {
@@ -216,7 +220,7 @@ func (s *Server) refresh(ctx context.Context, c *clients.Client, p params) (*tok
 		return nil, errInvalidGrant(descInvalidRefresh)
 	}
 	resp := &tokenResponse{Scope: res.Scope, RefreshToken: successor}
-	if e := s.mintAccess(resp, c, res.Subject, familyID, now); e != nil {
+	if e := s.issue(ctx, resp, c, res.Subject, familyID, now); e != nil {
 		return nil, e
 	}
 	return resp, nil
@@ -234,6 +238,18 @@ func (s *Server) accessTTL(c *clients.Client) time.Duration {
 // is issued now: as long as that token or an access token from it lives.
 func (s *Server) familyExpiry(c *clients.Client, now time.Time) time.Time {
 	return now.Add(max(s.cfg.RefreshTokenTTL, s.accessTTL(c)))
+}
+
+// issue fills resp with the access token (and id_token) for a family's
+// subject: a WordPress user's tokens when the subject is a user, else a JWT.
+func (s *Server) issue(ctx context.Context, resp *tokenResponse, c *clients.Client, subject, familyID string, now time.Time) *Error {
+	if userID, ok := userOf(subject); ok {
+		if s.cfg.WordPress != nil {
+			return s.issueForUser(ctx, resp, c, userID, familyID, now)
+		}
+		subject = strconv.FormatInt(userID, 10)
+	}
+	return s.mintAccess(resp, c, subject, familyID, now)
 }
 
 // mintAccess signs the access token of resp.

@@ -51,6 +51,13 @@ type Config struct {
 	// StoreTimeout bounds each store call; default DefaultStoreTimeout.
 	StoreTimeout time.Duration
 
+	// WordPress, when set, makes the plugin's refresh tokens redeemable and
+	// issues WordPress users' tokens the way the plugin's endpoints expect.
+	WordPress WordPress
+	// UserAccessTokens is UserAccessOpaque (default: rows in the plugin's
+	// access-token table) or UserAccessJWT, for tokens of WordPress users.
+	UserAccessTokens string
+
 	Clients clients.Registry // required
 	Store   store.Store      // required
 	Signer  *tokens.Signer   // required
@@ -58,6 +65,12 @@ type Config struct {
 	// Now returns the current time; time.Now when nil (tests set it).
 	Now func() time.Time
 }
+
+// The kinds of access token a WordPress user can get.
+const (
+	UserAccessOpaque = "opaque"
+	UserAccessJWT    = "jwt"
+)
 
 // Server answers the token, revocation and JWKS endpoints.
 type Server struct {
@@ -95,6 +108,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.RefreshGrace < 0 {
 		return nil, errors.New("oauth: refresh grace must not be negative")
+	}
+	switch cfg.UserAccessTokens {
+	case "":
+		cfg.UserAccessTokens = UserAccessOpaque
+	case UserAccessOpaque, UserAccessJWT:
+	default:
+		return nil, fmt.Errorf("oauth: user access tokens must be %s or %s", UserAccessOpaque, UserAccessJWT)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -1,0 +1,185 @@
+package oauth
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/clients"
+	"github.com/caddy-moserver/caddy-moserver/internal/store"
+	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
+)
+
+// PluginRefresh is a refresh token that the WordPress plugin issued and
+// stored in its own table.
+type PluginRefresh struct {
+	Token    string
+	ClientID string
+	UserID   int64
+	Expires  time.Time
+	Scope    string
+}
+
+// WordPress is the site's database, for the tokens of WordPress users: the
+// plugin's outstanding refresh tokens, its access-token table (which its
+// resource endpoint reads) and its per-client id_token keys.
+type WordPress interface {
+	// LookupPluginRefresh finds a refresh token the plugin issued; nil, nil
+	// when there is none.
+	LookupPluginRefresh(ctx context.Context, token string) (*PluginRefresh, error)
+	// TakePluginRefresh removes the token from the plugin's table and reports
+	// whether this call removed it: of any number of concurrent callers, in
+	// any number of processes, exactly one gets true.
+	TakePluginRefresh(ctx context.Context, r *PluginRefresh) (bool, error)
+	// InsertAccessToken records an opaque access token the way the plugin
+	// does, so its resource endpoint accepts it.
+	InsertAccessToken(ctx context.Context, token, clientID string, userID int64, expires time.Time, scope string) error
+	// IDToken mints an OpenID Connect id_token for the user, signed with the
+	// client's own key and carrying the plugin's claims.
+	IDToken(ctx context.Context, clientID string, userID int64, issuedAt, expires time.Time) (string, error)
+}
+
+// userSubjectPrefix marks the store subject of a family that belongs to a
+// WordPress user rather than to a client.
+const userSubjectPrefix = "wp-user:"
+
+// UserSubject is the store subject of a WordPress user's token family.
+func UserSubject(userID int64) string { return userSubjectPrefix + strconv.FormatInt(userID, 10) }
+
+// userOf returns the WordPress user of a store subject, if it is one.
+func userOf(subject string) (int64, bool) {
+	s, ok := strings.CutPrefix(subject, userSubjectPrefix)
+	if !ok {
+		return 0, false
+	}
+	id, err := strconv.ParseInt(s, 10, 64)
+	return id, err == nil && id > 0
+}
+
+// isPluginToken reports whether a refresh token has the plugin's shape:
+// at least 32 lowercase hex characters.
+func isPluginToken(t string) bool {
+	if len(t) < 32 || len(t) > 128 || len(t)%2 != 0 {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		if c := t[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// redeemPluginRefresh exchanges a refresh token the plugin issued. It starts
+// a family in the store first and only then takes the token out of MySQL, so
+// a failure on either side loses nothing: if MySQL's delete is won by another
+// request (or instance), or fails, the new family is revoked at once.
+func (s *Server) redeemPluginRefresh(ctx context.Context, c *clients.Client, presented, scope string) (*tokenResponse, *Error) {
+	wp := s.cfg.WordPress
+	row, err := wp.LookupPluginRefresh(ctx, presented)
+	if err != nil {
+		s.log.Error("looking up a plugin refresh token failed", zap.String("client_id", c.ID), errField(err))
+		return nil, errUnavailable()
+	}
+	now := s.cfg.Now()
+	switch {
+	case row == nil:
+		return nil, errInvalidGrant(descInvalidRefresh)
+	case row.ClientID != c.ID:
+		return nil, errInvalidGrant(descForeignRefresh)
+	case !row.Expires.After(now):
+		return nil, errInvalidGrant(descExpiredRefresh)
+	}
+	granted, ok := normalizeScope(row.Scope)
+	if !ok {
+		granted = ""
+	}
+	if scope == "" {
+		scope = granted
+	} else if !subsetOf(scope, granted) {
+		return nil, errInvalidScope()
+	}
+	refresh, familyID := tokens.NewFamilyToken()
+	sctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	defer cancel()
+	subject := UserSubject(row.UserID)
+	err = s.cfg.Store.CreateFamily(sctx, store.NewFamily{
+		FamilyID: familyID, Digest: tokens.Digest(refresh), ClientID: c.ID, Subject: subject, Scope: scope,
+		IssuedAt: now, ExpiresAt: now.Add(s.cfg.RefreshTokenTTL), FamilyExpiresAt: s.familyExpiry(c, now),
+	})
+	if err != nil {
+		s.log.Error("storing a migrated refresh token failed", zap.String("client_id", c.ID), errField(err))
+		return nil, errUnavailable()
+	}
+	won, err := wp.TakePluginRefresh(ctx, row)
+	if err != nil || !won {
+		if rerr := s.cfg.Store.RevokeFamily(sctx, familyID); rerr != nil {
+			s.log.Error("revoking an unused migrated family failed", zap.String("family", familyID), errField(rerr))
+		}
+		if err != nil {
+			s.log.Error("taking a plugin refresh token failed", zap.String("client_id", c.ID), errField(err))
+			return nil, errUnavailable()
+		}
+		return nil, errInvalidGrant(descInvalidRefresh)
+	}
+	s.log.Info("plugin refresh token migrated to the store", zap.String("client_id", c.ID), zap.String("family", familyID))
+	resp := &tokenResponse{Scope: scope, RefreshToken: refresh}
+	if e := s.issue(ctx, resp, c, subject, familyID, now); e != nil {
+		return nil, e
+	}
+	return resp, nil
+}
+
+// subsetOf reports whether every word of scope is in granted.
+func subsetOf(scope, granted string) bool {
+	have := strings.Fields(granted)
+	for _, w := range strings.Fields(scope) {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// issueForUser fills resp with the tokens of a WordPress user: an opaque
+// access token recorded in the plugin's table (or a JWT when configured) and,
+// with openid in scope, an id_token signed with the client's key.
+func (s *Server) issueForUser(ctx context.Context, resp *tokenResponse, c *clients.Client, userID int64, familyID string, now time.Time) *Error {
+	ttl := s.accessTTL(c)
+	if s.cfg.UserAccessTokens == UserAccessJWT {
+		if e := s.mintAccess(resp, c, strconv.FormatInt(userID, 10), familyID, now); e != nil {
+			return e
+		}
+	} else {
+		at := newPluginToken()
+		if err := s.cfg.WordPress.InsertAccessToken(ctx, at, c.ID, userID, now.Add(ttl), resp.Scope); err != nil {
+			s.log.Error("recording an access token in WordPress failed", zap.String("client_id", c.ID), errField(err))
+			return errUnavailable()
+		}
+		resp.AccessToken, resp.ExpiresIn, resp.TokenType = at, int64(ttl/time.Second), "Bearer"
+	}
+	if hasWord(resp.Scope, "openid") {
+		idt, err := s.cfg.WordPress.IDToken(ctx, c.ID, userID, now, now.Add(ttl))
+		if err != nil {
+			s.log.Error("minting an id_token failed", zap.String("client_id", c.ID), errField(err))
+			return errUnavailable()
+		}
+		resp.IDToken = idt
+	}
+	return nil
+}
+
+// newPluginToken makes an access token in the plugin's format: 32 hex chars.
+func newPluginToken() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	return hex.EncodeToString(b)
+}
+
+func hasWord(s, w string) bool { return slices.Contains(strings.Fields(s), w) }
