@@ -38,6 +38,12 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		refresh_grace     <duration>
 //		audience          <aud>
 //		unknown_grants    passthrough | reject
+//		wordpress <dsn> {
+//			table_prefix       <prefix>
+//			refresh_interval   <duration>
+//			user_access_tokens opaque | jwt
+//			refresh_tokens
+//		}
 //		client <client_id> {
 //			secret           <secret>
 //			secret_sha256    <hex>
@@ -90,6 +96,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				k.KID = args[1]
 			}
 			h.SigningKeys = append(h.SigningKeys, k)
+		case "wordpress":
+			err = h.unmarshalWordPress(d)
 		case "client":
 			var c ClientConfig
 			if err = c.unmarshal(d); err == nil {
@@ -101,6 +109,49 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+func (h *Handler) unmarshalWordPress(d *caddyfile.Dispenser) error {
+	wp := &WordPressConfig{}
+	if err := oneArgThenBlock(d, &wp.DSN); err != nil {
+		return err
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch opt := d.Val(); opt {
+		case "table_prefix":
+			err = oneArg(d, &wp.TablePrefix)
+		case "refresh_interval":
+			err = durationArg(d, &wp.RefreshInterval)
+		case "user_access_tokens":
+			err = oneArg(d, &wp.UserAccessTokens)
+		case "refresh_tokens":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			wp.RefreshTokens = true
+		default:
+			return d.Errf("unrecognized option %q in wordpress", opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	h.WordPress = wp
+	return nil
+}
+
+// oneArgThenBlock reads the single argument of an option that may have a block.
+func oneArgThenBlock(d *caddyfile.Dispenser, dst *string) error {
+	opt := d.Val()
+	if !d.NextArg() {
+		return d.Errf("%s needs an argument", opt)
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
 	}
 	return nil
 }

@@ -26,6 +26,12 @@ const fullBlock = `moserver {
 	refresh_grace     5s
 	audience          https://api.example.com
 	unknown_grants    reject
+	wordpress "wp:{env.WP_DB_PASSWORD}@tcp(127.0.0.1:3306)/wordpress" {
+		table_prefix       wp2_
+		refresh_interval   1m
+		user_access_tokens jwt
+		refresh_tokens
+	}
 	client demo {
 		secret         {env.DEMO_SECRET}
 		name           "Demo app"
@@ -57,6 +63,8 @@ func TestUnmarshalCaddyfileEveryOption(t *testing.T) {
 			Grants: []string{"client_credentials"}, RefreshTokens: true, Audience: "https://other.example.com",
 			AccessTokenTTL: caddy.Duration(5 * time.Minute), CORSOrigins: []string{"https://app.example.com", "https://b.example.com"},
 		}, {ID: "hashed", SecretSHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}},
+		WordPress: &WordPressConfig{DSN: "wp:{env.WP_DB_PASSWORD}@tcp(127.0.0.1:3306)/wordpress", TablePrefix: "wp2_",
+			RefreshInterval: caddy.Duration(time.Minute), UserAccessTokens: "jwt", RefreshTokens: true},
 	}
 	got, _ := json.Marshal(h)
 	exp, _ := json.Marshal(want)
@@ -78,6 +86,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"moserver {\n client {\n }\n}", "client needs a client_id"},
 		{"moserver {\n client a {\n colour red\n }\n}", `unrecognized option "colour" in client "a"`},
 		{"moserver {\n signing_key\n}", "signing_key takes"},
+		{"moserver {\n wordpress\n}", "wordpress needs an argument"},
+		{"moserver {\n wordpress dsn {\n prefix x\n }\n}", `unrecognized option "prefix" in wordpress`},
 	} {
 		var h Handler
 		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.in))
@@ -107,6 +117,10 @@ func TestValidateNamesTheOption(t *testing.T) {
 		{func(h *Handler) { h.Clients[0].Scopes = []string{`a"b`} }, "scopes"},
 		{func(h *Handler) { h.Clients = append(h.Clients, h.Clients[0]) }, "declared twice"},
 		{func(h *Handler) { h.SigningKeys = []SigningKeyConfig{{}} }, "signing_key"},
+		{func(h *Handler) { h.Clients[0].ID = "wp-user:1" }, "reserved"},
+		{func(h *Handler) { h.WordPress = &WordPressConfig{} }, "wordpress needs a DSN"},
+		{func(h *Handler) { h.WordPress = &WordPressConfig{DSN: "x", TablePrefix: "wp-; DROP"} }, "table_prefix"},
+		{func(h *Handler) { h.WordPress = &WordPressConfig{DSN: "x", UserAccessTokens: "paseto"} }, "user_access_tokens"},
 	} {
 		h := base()
 		tc.mod(&h)

@@ -5,6 +5,7 @@
 package caddymodule
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -67,9 +68,13 @@ type Handler struct {
 	UnknownGrants string `json:"unknown_grants,omitempty"`
 	// Clients are the OAuth clients declared in the configuration.
 	Clients []ClientConfig `json:"clients,omitempty"`
+	// WordPress, when set, reads clients and the plugin's refresh tokens from
+	// the WordPress database.
+	WordPress *WordPressConfig `json:"wordpress,omitempty"`
 
 	server   *oauth.Server
 	storeKey string
+	wp       *wordpressSite
 	logger   *zap.Logger
 }
 
@@ -143,6 +148,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.storeKey = key
+	var reg clients.Registry = registry
+	var wp oauth.WordPress
+	userTokens := ""
+	if h.WordPress != nil {
+		if h.wp, err = openWordPress(h.WordPress, issuer, repl, h.logger); err != nil {
+			return err
+		}
+		reg, wp, userTokens = h.wp.chain(registry), h.wp, h.WordPress.UserAccessTokens
+	}
 	h.server, err = oauth.New(oauth.Config{
 		Issuer:              issuer,
 		Audience:            repl.ReplaceKnown(h.Audience, ""),
@@ -153,7 +167,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		RefreshTokenTTL:     time.Duration(h.RefreshTokenTTL),
 		RefreshGrace:        time.Duration(h.RefreshGrace),
 		RejectUnknownGrants: h.UnknownGrants == "reject",
-		Clients:             registry,
+		Clients:             reg,
+		WordPress:           wp,
+		UserAccessTokens:    userTokens,
 		Store:               st,
 		Signer:              signer,
 		Logger:              h.logger,
@@ -252,6 +268,9 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("moserver: signing_key #%d has no file", i+1)
 		}
 	}
+	if err := h.WordPress.validate(); err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	for _, c := range h.Clients {
 		if err := validateClient(c); err != nil {
@@ -268,6 +287,9 @@ func (h *Handler) Validate() error {
 func validateClient(c ClientConfig) error {
 	if c.ID == "" {
 		return fmt.Errorf("moserver: a client has no id")
+	}
+	if strings.HasPrefix(c.ID, "wp-user:") {
+		return fmt.Errorf("moserver: client %q: ids starting with wp-user: are reserved", c.ID)
 	}
 	if (c.Secret == "") == (c.SecretSHA256 == "") {
 		return fmt.Errorf("moserver: client %q needs exactly one of secret or secret_sha256", c.ID)
@@ -296,12 +318,17 @@ func checkAbsoluteURL(option, raw string) error {
 	return nil
 }
 
-// Cleanup releases this configuration's hold on the shared store.
+// Cleanup releases this configuration's hold on the shared store and
+// WordPress database.
 func (h *Handler) Cleanup() error {
-	if h.storeKey == "" {
-		return nil
+	var errs []error
+	if h.wp != nil {
+		errs = append(errs, h.wp.close())
 	}
-	return releaseStore(h.storeKey)
+	if h.storeKey != "" {
+		errs = append(errs, releaseStore(h.storeKey))
+	}
+	return errors.Join(errs...)
 }
 
 // ServeHTTP answers the token, revocation and JWKS endpoints and passes

@@ -33,13 +33,8 @@ type tokenResponse struct {
 // serveToken answers the token endpoint, or leaves the request to the next
 // handler (returning false) when the grant is not one the server owns.
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) bool {
-	switch r.Method {
-	case http.MethodPost:
-	case http.MethodOptions:
-		return false
-	default:
-		writeError(w, errMethod(http.MethodPost))
-		return true
+	if answered, post := onlyPost(w, r); !post {
+		return answered
 	}
 	p, body, ok := s.readParams(w, r)
 	if !ok {

@@ -11,13 +11,8 @@ import (
 
 // serveRevoke answers the RFC 7009 revocation endpoint.
 func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) bool {
-	switch r.Method {
-	case http.MethodPost:
-	case http.MethodOptions:
-		return false
-	default:
-		writeError(w, errMethod(http.MethodPost))
-		return true
+	if answered, post := onlyPost(w, r); !post {
+		return answered
 	}
 	p, _, ok := s.readParams(w, r)
 	if ok {
@@ -52,6 +47,8 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, p params) {
 	var err error
 	if familyID, ok := tokens.ParseRefresh(token); ok {
 		_, err = s.cfg.Store.RevokeRefresh(ctx, familyID, tokens.Digest(token), client.ID)
+	} else if s.cfg.WordPress != nil && isPluginToken(token) {
+		err = s.revokePluginRefresh(ctx, client.ID, token)
 	} else if claims, verr := s.cfg.Signer.Verify(token, s.cfg.Now()); verr == nil && claims.ClientID == client.ID {
 		err = s.cfg.Store.RevokeAccessToken(ctx, claims.JTI, claims.ExpiresAt)
 	}
@@ -65,4 +62,15 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, p params) {
 	h.Set("Pragma", "no-cache")
 	h.Set("Content-Length", "0")
 	w.WriteHeader(http.StatusOK)
+}
+
+// revokePluginRefresh deletes a refresh token the plugin issued, if it is
+// the client's own.
+func (s *Server) revokePluginRefresh(ctx context.Context, clientID, token string) error {
+	row, err := s.cfg.WordPress.LookupPluginRefresh(ctx, token)
+	if err != nil || row == nil || row.ClientID != clientID {
+		return err
+	}
+	_, err = s.cfg.WordPress.TakePluginRefresh(ctx, row)
+	return err
 }

@@ -174,6 +174,21 @@ func (s *Server) Handle(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
+// onlyPost sorts a request to a POST-only endpoint: post is true for a POST;
+// otherwise answered reports whether it was answered (405), or left to the
+// next handler (OPTIONS: WordPress answers CORS preflights).
+func onlyPost(w http.ResponseWriter, r *http.Request) (answered, post bool) {
+	switch r.Method {
+	case http.MethodPost:
+		return false, true
+	case http.MethodOptions:
+		return false, false
+	default:
+		writeError(w, errMethod(http.MethodPost))
+		return true, false
+	}
+}
+
 // readParams reads and parses the body of a POST. On failure it has answered.
 // The body it read is returned so the request can be passed on unchanged.
 func (s *Server) readParams(w http.ResponseWriter, r *http.Request) (params, []byte, bool) {

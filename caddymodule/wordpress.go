@@ -1,0 +1,136 @@
+package caddymodule
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/clients"
+	"github.com/caddy-moserver/caddy-moserver/internal/oauth"
+	"github.com/caddy-moserver/caddy-moserver/internal/wordpress"
+)
+
+// WordPressConfig points the module at the WordPress database, so the
+// plugin's clients and outstanding refresh tokens work unchanged.
+type WordPressConfig struct {
+	// DSN is the MySQL/MariaDB data source name, e.g.
+	// wp:{env.WP_DB_PASSWORD}@tcp(127.0.0.1:3306)/wordpress.
+	DSN string `json:"dsn,omitempty"`
+	// TablePrefix is WordPress's base prefix (default wp_).
+	TablePrefix string `json:"table_prefix,omitempty"`
+	// RefreshInterval is how often the clients are re-read (default 30s).
+	RefreshInterval caddy.Duration `json:"refresh_interval,omitempty"`
+	// UserAccessTokens is "opaque" (default: rows in the plugin's access-token
+	// table, which its resource endpoint reads) or "jwt".
+	UserAccessTokens string `json:"user_access_tokens,omitempty"`
+	// RefreshTokens makes client_credentials issue refresh tokens to
+	// WordPress clients too.
+	RefreshTokens bool `json:"refresh_tokens,omitempty"`
+}
+
+// validate checks the wordpress block, if there is one.
+func (cfg *WordPressConfig) validate() error {
+	if cfg == nil {
+		return nil
+	}
+	if cfg.DSN == "" {
+		return fmt.Errorf("moserver: wordpress needs a DSN")
+	}
+	if cfg.TablePrefix != "" {
+		if err := wordpress.ValidatePrefix(cfg.TablePrefix); err != nil {
+			return fmt.Errorf("moserver: wordpress table_prefix: %w", err)
+		}
+	}
+	switch cfg.UserAccessTokens {
+	case "", oauth.UserAccessOpaque, oauth.UserAccessJWT:
+	default:
+		return fmt.Errorf("moserver: wordpress user_access_tokens must be opaque or jwt, not %q", cfg.UserAccessTokens)
+	}
+	if cfg.RefreshInterval < 0 {
+		return fmt.Errorf("moserver: wordpress refresh_interval must not be negative")
+	}
+	return nil
+}
+
+// wpConn is a WordPress database pool shared across config reloads.
+type wpConn struct{ *wordpress.DB }
+
+// Destruct implements caddy.Destructor.
+func (c wpConn) Destruct() error { return c.Close() }
+
+var wpConns = caddy.NewUsagePool()
+
+// wordpressSite is the WordPress side of the module for one configuration.
+type wordpressSite struct {
+	db       *wordpress.DB
+	registry *wordpress.Registry
+	issuer   string
+	poolKey  string
+}
+
+func openWordPress(cfg *WordPressConfig, issuer string, repl *caddy.Replacer, log *zap.Logger) (*wordpressSite, error) {
+	dsn := repl.ReplaceKnown(cfg.DSN, "")
+	prefix := cfg.TablePrefix
+	if prefix == "" {
+		prefix = "wp_"
+	}
+	key := dsn + "|" + prefix
+	v, _, err := wpConns.LoadOrNew(key, func() (caddy.Destructor, error) {
+		db, err := wordpress.Open(dsn, prefix, wordpress.Options{})
+		if err != nil {
+			return nil, err
+		}
+		return wpConn{db}, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("moserver: wordpress: %w", err)
+	}
+	db := v.(wpConn).DB
+	reg := wordpress.NewRegistry(db, wordpress.RegistryOptions{
+		RefreshInterval: time.Duration(cfg.RefreshInterval),
+		Logger:          log.Named("wordpress"),
+		RefreshTokens:   cfg.RefreshTokens,
+	})
+	return &wordpressSite{db: db, registry: reg, issuer: issuer, poolKey: key}, nil
+}
+
+func (w *wordpressSite) close() error {
+	w.registry.Close()
+	_, err := wpConns.Delete(w.poolKey)
+	return err
+}
+
+// chain puts the configured clients before WordPress's.
+func (w *wordpressSite) chain(static clients.Static) clients.Registry {
+	return clients.Chain{static, w.registry}
+}
+
+// The oauth.WordPress implementation.
+var _ oauth.WordPress = (*wordpressSite)(nil)
+
+// LookupPluginRefresh implements oauth.WordPress.
+func (w *wordpressSite) LookupPluginRefresh(ctx context.Context, token string) (*oauth.PluginRefresh, error) {
+	row, err := w.db.LookupRefresh(ctx, token)
+	if err != nil || row == nil {
+		return nil, err
+	}
+	return &oauth.PluginRefresh{Token: row.Token, ClientID: row.ClientID, UserID: row.UserID, Expires: row.Expires, Scope: row.Scope}, nil
+}
+
+// TakePluginRefresh implements oauth.WordPress.
+func (w *wordpressSite) TakePluginRefresh(ctx context.Context, r *oauth.PluginRefresh) (bool, error) {
+	return w.db.TakeRefresh(ctx, &wordpress.RefreshRow{Token: r.Token, ClientID: r.ClientID, UserID: r.UserID, Expires: r.Expires, Scope: r.Scope})
+}
+
+// InsertAccessToken implements oauth.WordPress.
+func (w *wordpressSite) InsertAccessToken(ctx context.Context, token, clientID string, userID int64, expires time.Time, scope string) error {
+	return w.db.InsertAccessToken(ctx, token, clientID, userID, expires, scope)
+}
+
+// IDToken implements oauth.WordPress.
+func (w *wordpressSite) IDToken(ctx context.Context, clientID string, userID int64, issuedAt, expires time.Time) (string, error) {
+	return w.db.IDToken(ctx, w.issuer, clientID, userID, issuedAt, expires)
+}

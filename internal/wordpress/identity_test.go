@@ -1,0 +1,71 @@
+package wordpress
+
+import (
+	"testing"
+	"time"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/testutil/mariadbtest"
+)
+
+const (
+	testPublicPEM  = "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n-----END PUBLIC KEY-----\n"
+	testPrivatePEM = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n"
+)
+
+func TestClientKey(t *testing.T) {
+	_, raw, db := setup(t, testPrefix)
+	ctx := ctxT(t)
+	mariadbtest.InsertPublicKey(t, raw, testPrefix, fixtureID, "RS256", testPublicPEM, testPrivatePEM)
+	mariadbtest.InsertPublicKey(t, raw, testPrefix, "hsclient", "HS256", "", "")
+	mariadbtest.Exec(t, raw, "INSERT INTO wp_moos_oauth_public_keys (client_id, public_key) VALUES ('nullalg', 'p')")
+	mariadbtest.Exec(t, raw, "UPDATE wp_moos_oauth_public_keys SET encryption_algorithm = NULL WHERE client_id = 'nullalg'")
+
+	k, err := db.ClientKey(ctx, fixtureID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ClientKey{ClientID: fixtureID, Algorithm: AlgRS256, PublicKeyPEM: testPublicPEM, PrivateKeyPEM: testPrivatePEM}
+	if k == nil || *k != want {
+		t.Fatalf("ClientKey = %+v, want %+v", k, want)
+	}
+	if k, err := db.ClientKey(ctx, "hsclient"); err != nil || k == nil || k.Algorithm != AlgHS256 {
+		t.Fatalf("HS256 client: %+v, %v", k, err)
+	}
+	if k, err := db.ClientKey(ctx, "nullalg"); err != nil || k == nil || k.Algorithm != AlgRS256 || k.PrivateKeyPEM != "" {
+		t.Fatalf("NULL algorithm: %+v, %v", k, err)
+	}
+	if k, err := db.ClientKey(ctx, "absent"); err != nil || k != nil {
+		t.Fatalf("absent: %+v, %v", k, err)
+	}
+}
+
+func TestUser(t *testing.T) {
+	_, raw, db := setup(t, testPrefix)
+	ctx := ctxT(t)
+	reg := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
+	id := mariadbtest.InsertUser(t, raw, testPrefix, mariadbtest.User{
+		Login: "alice", Email: "alice@example.test", Nicename: "alice-n", DisplayName: "Alice A",
+		Registered: reg,
+		Meta:       map[string]string{"first_name": "Alice", "last_name": "Anders", "nickname": "ally", "wp_capabilities": "x"},
+	})
+	// A second first_name entry: WordPress's single get_user_meta takes the first.
+	mariadbtest.Exec(t, raw, "INSERT INTO wp_usermeta (user_id, meta_key, meta_value) VALUES (?, 'first_name', 'Later')", id)
+	bare := mariadbtest.InsertUser(t, raw, testPrefix, mariadbtest.User{ID: 42, Login: "bob"})
+
+	u, err := db.User(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := User{ID: id, Login: "alice", Email: "alice@example.test", Nicename: "alice-n", DisplayName: "Alice A",
+		Registered: reg, FirstName: "Alice", LastName: "Anders", Nickname: "ally"}
+	if u == nil || *u != want {
+		t.Fatalf("User = %+v\nwant %+v", u, want)
+	}
+	b, err := db.User(ctx, bare)
+	if err != nil || b == nil || b.ID != 42 || b.Login != "bob" || b.FirstName != "" {
+		t.Fatalf("bare user: %+v, %v", b, err)
+	}
+	if u, err := db.User(ctx, 999); err != nil || u != nil {
+		t.Fatalf("absent user: %+v, %v", u, err)
+	}
+}

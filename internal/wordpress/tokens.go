@@ -1,0 +1,98 @@
+package wordpress
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// RefreshRow is one row of <prefix>moos_oauth_refresh_tokens.
+type RefreshRow struct {
+	// Token is the plaintext refresh token (32 hex characters when the
+	// plugin issued it).
+	Token    string
+	ClientID string
+	// UserID is the WordPress user; 0 when the column is NULL.
+	UserID int64
+	// Expires is in UTC; the zero time when the column is NULL, which
+	// callers should treat as expired.
+	Expires time.Time
+	// Scope is the space-separated scope; "" when NULL.
+	Scope string
+}
+
+// The columns are utf8mb4_general_ci, which compares case-insensitively and
+// ignores trailing spaces; tokens and client ids are compared as bytes
+// instead. The tables have no index, so this costs nothing extra.
+
+// LookupRefresh returns the refresh-token row for token, or nil and no error
+// when there is none. Rows are not unique; the first one found is returned.
+func (d *DB) LookupRefresh(ctx context.Context, token string) (*RefreshRow, error) {
+	ctx, cancel := d.withTimeout(ctx)
+	defer cancel()
+	var (
+		r                  RefreshRow
+		tok, client, scope sql.NullString
+		user               sql.NullInt64
+		expires            sql.NullTime
+	)
+	err := d.sql.QueryRowContext(ctx,
+		"SELECT refresh_token, client_id, user_id, expires, scope FROM "+d.t.refresh+
+			" WHERE CAST(refresh_token AS BINARY) = ? LIMIT 1", token).
+		Scan(&tok, &client, &user, &expires, &scope)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("wordpress: look up refresh token: %w", err)
+	}
+	r.Token, r.ClientID, r.UserID, r.Scope = tok.String, client.String, user.Int64, scope.String
+	if expires.Valid {
+		r.Expires = expires.Time.UTC()
+	}
+	return &r, nil
+}
+
+// TakeRefresh atomically deletes one row holding row.Token for
+// row.ClientID and reports whether this call deleted it. Of any number of
+// concurrent callers, in this process or others sharing the database,
+// exactly one gets true for a given row; the others get false and no error.
+// (Should the plugin's table hold the same token twice, each copy can be
+// taken once.)
+func (d *DB) TakeRefresh(ctx context.Context, row *RefreshRow) (bool, error) {
+	if row == nil {
+		return false, errors.New("wordpress: take refresh token: nil row")
+	}
+	ctx, cancel := d.withTimeout(ctx)
+	defer cancel()
+	res, err := d.sql.ExecContext(ctx,
+		"DELETE FROM "+d.t.refresh+
+			" WHERE CAST(refresh_token AS BINARY) = ? AND CAST(client_id AS BINARY) = ? LIMIT 1",
+		row.Token, row.ClientID)
+	if err != nil {
+		return false, fmt.Errorf("wordpress: take refresh token: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("wordpress: take refresh token: rows affected: %w", err)
+	}
+	return n == 1, nil
+}
+
+// InsertAccessToken stores an access token in
+// <prefix>moos_oauth_access_tokens, where the plugin's resource endpoint
+// (GET moserver/resource) finds it. expires is written as a UTC time string,
+// truncated to the second.
+func (d *DB) InsertAccessToken(ctx context.Context, token, clientID string, userID int64, expires time.Time, scope string) error {
+	ctx, cancel := d.withTimeout(ctx)
+	defer cancel()
+	_, err := d.sql.ExecContext(ctx,
+		"INSERT INTO "+d.t.access+" (access_token, client_id, user_id, expires, scope) VALUES (?, ?, ?, ?, ?)",
+		token, clientID, userID, expires.UTC().Truncate(time.Second), scope)
+	if err != nil {
+		return fmt.Errorf("wordpress: insert access token: %w", err)
+	}
+	return nil
+}
