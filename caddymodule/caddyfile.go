@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"strconv"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -38,6 +40,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		refresh_grace     <duration>
 //		audience          <aud>
 //		unknown_grants    passthrough | reject
+//		auth_failure_limit <count> [<window>] | off
 //		wordpress <dsn> {
 //			table_prefix       <prefix>
 //			refresh_interval   <duration>
@@ -96,6 +99,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				k.KID = args[1]
 			}
 			h.SigningKeys = append(h.SigningKeys, k)
+		case "auth_failure_limit":
+			err = h.unmarshalAuthFailureLimit(d)
 		case "wordpress":
 			err = h.unmarshalWordPress(d)
 		case "client":
@@ -109,6 +114,32 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// unmarshalAuthFailureLimit reads "auth_failure_limit <n> [<window>]" or
+// "auth_failure_limit off".
+func (h *Handler) unmarshalAuthFailureLimit(d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) == 1 && args[0] == "off" {
+		h.AuthFailureLimit = -1
+		return nil
+	}
+	if len(args) < 1 || len(args) > 2 {
+		return d.Errf("auth_failure_limit takes a count and an optional window, or off")
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil || n < 1 {
+		return d.Errf("auth_failure_limit: %q is not a positive count", args[0])
+	}
+	h.AuthFailureLimit = n
+	if len(args) == 2 {
+		w, err := caddy.ParseDuration(args[1])
+		if err != nil || w <= 0 {
+			return d.Errf("auth_failure_limit: %q is not a positive duration", args[1])
+		}
+		h.AuthFailureWindow = caddy.Duration(w)
 	}
 	return nil
 }
@@ -161,10 +192,10 @@ func (h *Handler) unmarshalStorage(d *caddyfile.Dispenser) error {
 	switch {
 	case len(args) == 1 && args[0] == "memory":
 		h.Storage = &StorageConfig{Type: "memory"}
-	case len(args) == 2 && args[0] == "redis":
-		h.Storage = &StorageConfig{Type: "redis", URL: args[1]}
+	case len(args) == 2 && (args[0] == "redis" || args[0] == "redis_cluster"):
+		h.Storage = &StorageConfig{Type: args[0], URL: args[1]}
 	default:
-		return d.Errf("storage takes 'memory' or 'redis <url>'")
+		return d.Errf("storage takes 'memory', 'redis <url>' or 'redis_cluster <url>'")
 	}
 	return nil
 }

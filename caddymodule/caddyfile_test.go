@@ -26,6 +26,7 @@ const fullBlock = `moserver {
 	refresh_grace     5s
 	audience          https://api.example.com
 	unknown_grants    reject
+	auth_failure_limit 20 5m
 	wordpress "wp:{env.WP_DB_PASSWORD}@tcp(127.0.0.1:3306)/wordpress" {
 		table_prefix       wp2_
 		refresh_interval   1m
@@ -63,6 +64,7 @@ func TestUnmarshalCaddyfileEveryOption(t *testing.T) {
 			Grants: []string{"client_credentials"}, RefreshTokens: true, Audience: "https://other.example.com",
 			AccessTokenTTL: caddy.Duration(5 * time.Minute), CORSOrigins: []string{"https://app.example.com", "https://b.example.com"},
 		}, {ID: "hashed", SecretSHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}},
+		AuthFailureLimit: 20, AuthFailureWindow: caddy.Duration(5 * time.Minute),
 		WordPress: &WordPressConfig{DSN: "wp:{env.WP_DB_PASSWORD}@tcp(127.0.0.1:3306)/wordpress", TablePrefix: "wp2_",
 			RefreshInterval: caddy.Duration(time.Minute), UserAccessTokens: "jwt", RefreshTokens: true},
 	}
@@ -87,6 +89,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"moserver {\n client a {\n colour red\n }\n}", `unrecognized option "colour" in client "a"`},
 		{"moserver {\n signing_key\n}", "signing_key takes"},
 		{"moserver {\n wordpress\n}", "wordpress needs an argument"},
+		{"moserver {\n auth_failure_limit 0\n}", "not a positive count"},
+		{"moserver {\n auth_failure_limit 5 soon\n}", "not a positive duration"},
 		{"moserver {\n wordpress dsn {\n prefix x\n }\n}", `unrecognized option "prefix" in wordpress`},
 	} {
 		var h Handler

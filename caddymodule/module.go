@@ -68,6 +68,12 @@ type Handler struct {
 	UnknownGrants string `json:"unknown_grants,omitempty"`
 	// Clients are the OAuth clients declared in the configuration.
 	Clients []ClientConfig `json:"clients,omitempty"`
+	// AuthFailureLimit is how many failed client authentications a client id
+	// or a client address may have within AuthFailureWindow before it is
+	// answered 429 (default 10; -1 turns the limit off).
+	AuthFailureLimit int `json:"auth_failure_limit,omitempty"`
+	// AuthFailureWindow is the counting window (default 1m).
+	AuthFailureWindow caddy.Duration `json:"auth_failure_window,omitempty"`
 	// WordPress, when set, reads clients and the plugin's refresh tokens from
 	// the WordPress database.
 	WordPress *WordPressConfig `json:"wordpress,omitempty"`
@@ -80,10 +86,23 @@ type Handler struct {
 
 // StorageConfig selects the store.
 type StorageConfig struct {
-	// Type is "memory" (default) or "redis".
+	// Type is "memory" (default), "redis" (one server) or "redis_cluster"
+	// (a Redis Cluster).
 	Type string `json:"type,omitempty"`
-	// URL is the Redis URL for type redis, e.g. redis://127.0.0.1:6379/0
-	// (rediss:// for TLS). Placeholders such as {env.REDIS_URL} are expanded.
+	// URL is required for the Redis types. Placeholders such as
+	// {env.REDIS_URL} are expanded.
+	//
+	// For redis: redis://[user:pass@]host:port/db (rediss:// for TLS), e.g.
+	// redis://127.0.0.1:6379/0.
+	//
+	// For redis_cluster, go-redis's cluster URL naming the seed nodes the
+	// cluster is discovered from (any of its nodes; one is enough):
+	// redis://[user:pass@]host1:port?addr=host2:port&addr=host3:port
+	// (rediss:// for TLS; no database number, a cluster has only db 0).
+	// Client options such as dial_timeout=1s may be added as query
+	// parameters; unset ones get the same fail-fast values as redis. The key
+	// prefix must not contain braces, which would change the Cluster hash
+	// tags that keep each token family in one slot.
 	URL string `json:"url,omitempty"`
 }
 
@@ -170,6 +189,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Clients:             reg,
 		WordPress:           wp,
 		UserAccessTokens:    userTokens,
+		AuthFailureLimit:    h.AuthFailureLimit,
+		AuthFailureWindow:   time.Duration(h.AuthFailureWindow),
+		ClientIP:            caddyClientIP,
 		Store:               st,
 		Signer:              signer,
 		Logger:              h.logger,
@@ -259,14 +281,29 @@ func (h *Handler) Validate() error {
 			if h.Storage.URL == "" {
 				return fmt.Errorf("moserver: storage redis needs a URL")
 			}
+		case "redis_cluster":
+			if h.Storage.URL == "" {
+				return fmt.Errorf("moserver: storage redis_cluster needs a URL")
+			}
+			// A brace in the prefix would change the hash tag of every key,
+			// and "{}" would split a family's keys over several slots.
+			if strings.ContainsAny(h.keyPrefix(), "{}") {
+				return fmt.Errorf("moserver: with storage redis_cluster, key_prefix must not contain braces, got %q", h.keyPrefix())
+			}
 		default:
-			return fmt.Errorf("moserver: storage must be memory or redis, not %q", h.Storage.Type)
+			return fmt.Errorf("moserver: storage must be memory, redis or redis_cluster, not %q", h.Storage.Type)
 		}
 	}
 	for i, k := range h.SigningKeys {
 		if k.File == "" {
 			return fmt.Errorf("moserver: signing_key #%d has no file", i+1)
 		}
+	}
+	if h.AuthFailureLimit < -1 {
+		return fmt.Errorf("moserver: auth_failure_limit must be a positive number or off")
+	}
+	if h.AuthFailureWindow < 0 {
+		return fmt.Errorf("moserver: auth_failure_limit window must not be negative")
 	}
 	if err := h.WordPress.validate(); err != nil {
 		return err
@@ -316,6 +353,15 @@ func checkAbsoluteURL(option, raw string) error {
 		return fmt.Errorf("moserver: %s %q must be an absolute http(s) URL", option, raw)
 	}
 	return nil
+}
+
+// caddyClientIP is the client address as Caddy determined it, honouring the
+// server's trusted_proxies.
+func caddyClientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	return r.RemoteAddr
 }
 
 // Cleanup releases this configuration's hold on the shared store and

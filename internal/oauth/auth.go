@@ -91,6 +91,10 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, p params) (*
 	if e != nil {
 		return nil, e
 	}
+	keys := s.failureKeys(r, creds.id)
+	if e := s.throttled(ctx, keys); e != nil {
+		return nil, e
+	}
 	client, err := s.lookupClient(ctx, creds)
 	if err != nil {
 		s.log.Error("client registry unavailable", errField(err))
@@ -98,6 +102,7 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, p params) (*
 	}
 	if client == nil {
 		dummyClient.CheckSecret(creds.secret)
+		s.recordFailure(ctx, keys)
 		return nil, errInvalidClient(descBadCredentials, creds.basic)
 	}
 	ok := client.CheckSecret(creds.secret)
@@ -105,6 +110,7 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, p params) (*
 		ok = client.CheckSecret(creds.rawSecret) || ok
 	}
 	if !ok {
+		s.recordFailure(ctx, keys)
 		return nil, errInvalidClient(descBadCredentials, creds.basic)
 	}
 	return client, nil

@@ -225,3 +225,8 @@ func (f *fixture) issueRefresh() string {
 	}
 	return rt
 }
+
+func withAddr(r *http.Request, addr string) *http.Request {
+	r.RemoteAddr = addr + ":40000"
+	return r
+}

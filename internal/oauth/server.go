@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -50,6 +51,15 @@ type Config struct {
 	RejectUnknownGrants bool
 	// StoreTimeout bounds each store call; default DefaultStoreTimeout.
 	StoreTimeout time.Duration
+	// AuthFailureLimit is how many failed client authentications a client id
+	// or a client address may have in AuthFailureWindow before it is
+	// answered 429; 0 means DefaultAuthFailureLimit, negative turns it off.
+	AuthFailureLimit int
+	// AuthFailureWindow defaults to DefaultAuthFailureWindow.
+	AuthFailureWindow time.Duration
+	// ClientIP returns the client's address (Caddy's, honouring
+	// trusted_proxies); the connection's remote address when nil.
+	ClientIP func(*http.Request) string
 
 	// WordPress, when set, makes the plugin's refresh tokens redeemable and
 	// issues WordPress users' tokens the way the plugin's endpoints expect.
@@ -78,6 +88,10 @@ type Server struct {
 	log *zap.Logger
 
 	tokenRoute, revokeRoute, jwksRoute string // rest_route forms, "" if none
+
+	// limiterPausedUntil (Unix ns) skips the failure budget while the store
+	// is failing.
+	limiterPausedUntil atomic.Int64
 }
 
 // New checks cfg, fills in defaults and returns a Server.
@@ -105,6 +119,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.StoreTimeout <= 0 {
 		cfg.StoreTimeout = DefaultStoreTimeout
+	}
+	if cfg.AuthFailureLimit == 0 {
+		cfg.AuthFailureLimit = DefaultAuthFailureLimit
+	}
+	if cfg.AuthFailureWindow <= 0 {
+		cfg.AuthFailureWindow = DefaultAuthFailureWindow
+	}
+	if cfg.ClientIP == nil {
+		cfg.ClientIP = remoteIP
 	}
 	if cfg.RefreshGrace < 0 {
 		return nil, errors.New("oauth: refresh grace must not be negative")

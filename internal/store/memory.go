@@ -21,6 +21,7 @@ type Memory struct {
 	families map[string]*memFamily
 	tokens   map[memTokenKey]*memToken
 	jtis     map[string]int64 // jti -> expiry in Unix ms
+	fails    map[string]memFail
 
 	clock     func() time.Time // wall clock for entry expiry (tests replace it)
 	stop      chan struct{}
@@ -58,6 +59,7 @@ func NewMemory() *Memory {
 		families: make(map[string]*memFamily),
 		tokens:   make(map[memTokenKey]*memToken),
 		jtis:     make(map[string]int64),
+		fails:    make(map[string]memFail),
 		clock:    time.Now,
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -98,6 +100,11 @@ func (m *Memory) sweep() {
 	for jti, exp := range m.jtis {
 		if exp <= now {
 			delete(m.jtis, jti)
+		}
+	}
+	for k, f := range m.fails {
+		if f.exp <= now {
+			delete(m.fails, k)
 		}
 	}
 }

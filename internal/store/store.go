@@ -142,6 +142,19 @@ type Store interface {
 	RevokeAccessToken(ctx context.Context, jti string, exp time.Time) error
 	// AccessTokenRevoked reports whether the jti was revoked.
 	AccessTokenRevoked(ctx context.Context, jti string) (bool, error)
+	// AuthFailures returns the failed client authentications counted for
+	// each key in its current window, and when that window ends.
+	AuthFailures(ctx context.Context, keys []string) ([]FailureCount, error)
+	// RecordAuthFailure counts one failed authentication for each key; a
+	// key's window starts with its first failure and lasts window.
+	RecordAuthFailure(ctx context.Context, keys []string, window time.Duration) error
 	// Close releases the store's resources.
 	Close() error
+}
+
+// FailureCount is the failed-authentication count of one key.
+type FailureCount struct {
+	Count int64
+	// ResetIn is how long until the window ends (0 when Count is 0).
+	ResetIn time.Duration
 }

@@ -50,6 +50,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ConcurrentSameToken", testConcurrentSameToken},
 		{"ConcurrentSameTokenGrace", testConcurrentSameTokenGrace},
 		{"ConcurrentFamilies", testConcurrentFamilies},
+		{"AuthFailures", testAuthFailures},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -708,5 +709,46 @@ func testConcurrentFamilies(t *testing.T, h *harness) {
 	for _, f := range fams {
 		h.wantRevoked(f.id, false)
 		h.next(f)
+	}
+}
+
+// testAuthFailures: failures count per key within a window that starts with
+// the first failure and then disappears.
+func testAuthFailures(t *testing.T, h *harness) {
+	ctx := context.Background()
+	id, ip := "id:"+random(), "ip:"+random()
+	counts, err := h.s.AuthFailures(ctx, []string{id, ip})
+	if err != nil || len(counts) != 2 || counts[0].Count != 0 || counts[1].Count != 0 {
+		t.Fatalf("fresh keys: %+v, %v", counts, err)
+	}
+	const window = 400 * time.Millisecond
+	for range 3 {
+		if err := h.s.RecordAuthFailure(ctx, []string{id}, window); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.s.RecordAuthFailure(ctx, []string{id, ip}, window); err != nil {
+		t.Fatal(err)
+	}
+	counts, err = h.s.AuthFailures(ctx, []string{id, ip})
+	if err != nil || counts[0].Count != 4 || counts[1].Count != 1 {
+		t.Fatalf("counts %+v, %v; want 4 and 1", counts, err)
+	}
+	for _, c := range counts {
+		if c.ResetIn <= 0 || c.ResetIn > window {
+			t.Errorf("ResetIn %v outside (0, %v]", c.ResetIn, window)
+		}
+	}
+	time.Sleep(window + 150*time.Millisecond)
+	counts, err = h.s.AuthFailures(ctx, []string{id, ip})
+	if err != nil || counts[0].Count != 0 || counts[1].Count != 0 {
+		t.Fatalf("after the window: %+v, %v", counts, err)
+	}
+	// A new failure starts a new window from one.
+	if err := h.s.RecordAuthFailure(ctx, []string{id}, window); err != nil {
+		t.Fatal(err)
+	}
+	if counts, _ = h.s.AuthFailures(ctx, []string{id}); counts[0].Count != 1 {
+		t.Fatalf("new window: %+v", counts)
 	}
 }

@@ -1,0 +1,90 @@
+package oauth
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Defaults of the failed-authentication budget.
+const (
+	DefaultAuthFailureLimit  = 10
+	DefaultAuthFailureWindow = time.Minute
+)
+
+// limiterPause is how long the budget is not checked after the store failed
+// to answer, so that client credentials stay fast during a store outage.
+const limiterPause = 5 * time.Second
+
+// failureKeys are the counters a failed authentication of this client id
+// from this request's address goes to: one per client id (hashed, so an
+// attacker's long ids cost nothing) and one per client address.
+func (s *Server) failureKeys(r *http.Request, clientID string) []string {
+	sum := sha256.Sum256([]byte(clientID))
+	return []string{"id:" + hex.EncodeToString(sum[:16]), "ip:" + s.cfg.ClientIP(r)}
+}
+
+// throttled answers 429 when the client id or address has used up its
+// failure budget. It is asked before any secret is compared. A store that
+// cannot answer does not block authentication: the budget is a defence,
+// not a dependency.
+func (s *Server) throttled(ctx context.Context, keys []string) *Error {
+	if s.cfg.AuthFailureLimit < 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	defer cancel()
+	if time.Now().UnixNano() < s.limiterPausedUntil.Load() {
+		return nil
+	}
+	counts, err := s.cfg.Store.AuthFailures(ctx, keys)
+	if err != nil {
+		// Do not make every authentication wait for a store that is down.
+		s.limiterPausedUntil.Store(time.Now().Add(limiterPause).UnixNano())
+		s.log.Warn("failed-authentication counters unavailable; not limiting for a while",
+			zap.Duration("pause", limiterPause), errField(err))
+		return nil
+	}
+	var wait time.Duration
+	for _, c := range counts {
+		if c.Count >= int64(s.cfg.AuthFailureLimit) {
+			wait = max(wait, c.ResetIn)
+		}
+	}
+	if wait == 0 {
+		return nil
+	}
+	secs := int((wait + time.Second - 1) / time.Second)
+	return &Error{Status: http.StatusTooManyRequests, Code: "temporarily_unavailable", RetryAfter: secs,
+		Description: "Too many failed client authentications; retry after " + strconv.Itoa(secs) + " seconds"}
+}
+
+// recordFailure counts a failed authentication.
+func (s *Server) recordFailure(ctx context.Context, keys []string) {
+	if s.cfg.AuthFailureLimit < 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	defer cancel()
+	if time.Now().UnixNano() < s.limiterPausedUntil.Load() {
+		return
+	}
+	if err := s.cfg.Store.RecordAuthFailure(ctx, keys, s.cfg.AuthFailureWindow); err != nil {
+		s.log.Warn("could not count a failed authentication", errField(err))
+	}
+}
+
+// remoteIP is the default ClientIP: the host of the connection's address.
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

@@ -1,0 +1,91 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Failed client authentications are counted in fixed windows per key (the
+// caller's keys are e.g. "id:<client_id>" and "ip:<address>"): the first
+// failure starts a window of the given length, and the count disappears
+// with it.
+
+// memFail is one key's failure window in the memory store.
+type memFail struct {
+	count int64
+	exp   int64 // Unix ms when the window ends
+}
+
+// AuthFailures implements Store.
+func (m *Memory) AuthFailures(_ context.Context, keys []string) ([]FailureCount, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := millis(m.clock())
+	out := make([]FailureCount, len(keys))
+	for i, k := range keys {
+		if f, ok := m.fails[k]; ok && f.exp > now {
+			out[i] = FailureCount{Count: f.count, ResetIn: time.Duration(f.exp-now) * time.Millisecond}
+		}
+	}
+	return out, nil
+}
+
+// RecordAuthFailure implements Store.
+func (m *Memory) RecordAuthFailure(_ context.Context, keys []string, window time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := millis(m.clock())
+	for _, k := range keys {
+		f := m.fails[k]
+		if f.exp <= now {
+			f = memFail{exp: now + max(window.Milliseconds(), 1)}
+		}
+		f.count++
+		m.fails[k] = f
+	}
+	return nil
+}
+
+// failKey is where a failure count lives; each its own hash slot.
+func (s *Redis) failKey(key string) string {
+	return s.prefix + "fail:{" + key + "}"
+}
+
+// AuthFailures implements Store with one pipelined round trip.
+func (s *Redis) AuthFailures(ctx context.Context, keys []string) ([]FailureCount, error) {
+	pipe := s.c.Pipeline()
+	gets := make([]*redis.StringCmd, len(keys))
+	ttls := make([]*redis.DurationCmd, len(keys))
+	for i, k := range keys {
+		gets[i] = pipe.Get(ctx, s.failKey(k))
+		ttls[i] = pipe.PTTL(ctx, s.failKey(k))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
+		return nil, unavailable("read auth failures", err)
+	}
+	out := make([]FailureCount, len(keys))
+	for i := range keys {
+		n, err := gets[i].Int64()
+		if err != nil || n <= 0 {
+			continue // absent (redis.Nil) or not a count
+		}
+		out[i] = FailureCount{Count: n, ResetIn: max(ttls[i].Val(), 0)}
+	}
+	return out, nil
+}
+
+// RecordAuthFailure implements Store: INCR, and an expiry set only by the
+// first failure of a window (PEXPIRE NX), in one pipelined round trip.
+func (s *Redis) RecordAuthFailure(ctx context.Context, keys []string, window time.Duration) error {
+	pipe := s.c.Pipeline()
+	for _, k := range keys {
+		pipe.Incr(ctx, s.failKey(k))
+		pipe.Do(ctx, "PEXPIRE", s.failKey(k), max(window.Milliseconds(), 1), "NX")
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return unavailable("record auth failure", err)
+	}
+	return nil
+}
