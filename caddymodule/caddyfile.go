@@ -38,6 +38,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		access_token_ttl  <duration>
 //		refresh_token_ttl <duration>
 //		refresh_grace     <duration>
+//		store_timeout     <duration>
 //		audience          <aud>
 //		unknown_grants    passthrough | reject
 //		auth_failure_limit <count> [<window>] | off
@@ -87,6 +88,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = durationArg(d, &h.RefreshTokenTTL)
 		case "refresh_grace":
 			err = durationArg(d, &h.RefreshGrace)
+		case "store_timeout":
+			err = durationArg(d, &h.StoreTimeout)
 		case "storage":
 			err = h.unmarshalStorage(d)
 		case "signing_key":

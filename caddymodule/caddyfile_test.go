@@ -24,6 +24,7 @@ const fullBlock = `moserver {
 	access_token_ttl  10m
 	refresh_token_ttl 14d
 	refresh_grace     5s
+	store_timeout     750ms
 	audience          https://api.example.com
 	unknown_grants    reject
 	auth_failure_limit 20 5m
@@ -58,7 +59,7 @@ func TestUnmarshalCaddyfileEveryOption(t *testing.T) {
 		JWKSPath: "/oauth/jwks", Storage: &StorageConfig{Type: "redis", URL: "redis://127.0.0.1:6379/0"},
 		KeyPrefix: "site1:", SigningKeys: []SigningKeyConfig{{File: "/etc/caddy/a.pem", KID: "kid-a"}, {File: "/etc/caddy/b.jwk"}},
 		AccessTokenTTL: caddy.Duration(10 * time.Minute), RefreshTokenTTL: caddy.Duration(14 * 24 * time.Hour),
-		RefreshGrace: caddy.Duration(5 * time.Second), Audience: "https://api.example.com", UnknownGrants: "reject",
+		RefreshGrace: caddy.Duration(5 * time.Second), StoreTimeout: caddy.Duration(750 * time.Millisecond), Audience: "https://api.example.com", UnknownGrants: "reject",
 		Clients: []ClientConfig{{
 			ID: "demo", Secret: "{env.DEMO_SECRET}", Name: "Demo app", Scopes: []string{"profile", "email"},
 			Grants: []string{"client_credentials"}, RefreshTokens: true, Audience: "https://other.example.com",

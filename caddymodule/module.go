@@ -68,6 +68,9 @@ type Handler struct {
 	UnknownGrants string `json:"unknown_grants,omitempty"`
 	// Clients are the OAuth clients declared in the configuration.
 	Clients []ClientConfig `json:"clients,omitempty"`
+	// StoreTimeout bounds every store call of a request (default 1s): with
+	// the store down, requests that need it answer 503 within this time.
+	StoreTimeout caddy.Duration `json:"store_timeout,omitempty"`
 	// AuthFailureLimit is how many failed client authentications a client id
 	// or a client address may have within AuthFailureWindow before it is
 	// answered 429 (default 10; -1 turns the limit off).
@@ -189,6 +192,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Clients:             reg,
 		WordPress:           wp,
 		UserAccessTokens:    userTokens,
+		StoreTimeout:        time.Duration(h.StoreTimeout),
 		AuthFailureLimit:    h.AuthFailureLimit,
 		AuthFailureWindow:   time.Duration(h.AuthFailureWindow),
 		ClientIP:            caddyClientIP,
@@ -264,7 +268,7 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("moserver: %s %q must start with /", name, p)
 		}
 	}
-	for name, d := range map[string]caddy.Duration{"access_token_ttl": h.AccessTokenTTL, "refresh_token_ttl": h.RefreshTokenTTL, "refresh_grace": h.RefreshGrace} {
+	for name, d := range map[string]caddy.Duration{"access_token_ttl": h.AccessTokenTTL, "refresh_token_ttl": h.RefreshTokenTTL, "refresh_grace": h.RefreshGrace, "store_timeout": h.StoreTimeout} {
 		if d < 0 {
 			return fmt.Errorf("moserver: %s must not be negative", name)
 		}
