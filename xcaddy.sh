@@ -51,6 +51,9 @@ commands:
   run     build, then exec ./caddy run --config Caddyfile.example --adapter caddyfile
   test    install missing system packages, gofmt check, go vet, build,
           go test -race -count=1 ./... against the built binary, fuzz targets
+  bench   build, then the end-to-end load benchmark of issue 5 (ceiling, client_credentials per
+          algorithm, refresh/revocation on a private Redis, 1M stored families; ~3 min);
+          writes bench/results.{md,json,svg,png} (BENCH_DURATION=10s BENCH_CONCURRENCY=64 ...)
 EOF
 }
 
@@ -198,22 +201,70 @@ step() {
 }
 
 ensure_system_packages() {
-	local missing=()
+	local missing=() web=() had_apache=0
 	command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 	command -v mariadbd >/dev/null 2>&1 || [[ -x /usr/sbin/mariadbd ]] || missing+=(mariadb-server)
-	if ((${#missing[@]} == 0)); then
-		log "system packages present: redis-server mariadb-server"
-		ensure_mariadb_running
-		return 0
+	# TestWordPressE2E (integration/): Debian's WordPress, served by a php-fpm the test starts itself.
+	[[ -f /usr/share/wordpress/wp-load.php ]] || web+=(wordpress)
+	compgen -G '/usr/sbin/php-fpm*' >/dev/null || web+=(php-fpm)
+	compgen -G '/usr/lib/php/*/mysqli.so' >/dev/null || web+=(php-mysql)
+	command -v php >/dev/null 2>&1 || web+=(php-cli)
+	if ((${#missing[@]} + ${#web[@]} == 0)); then
+		log "system packages present: redis-server mariadb-server wordpress php-fpm php-mysql"
+	else
+		if [[ "$(id -u)" -ne 0 ]]; then
+			die "missing system packages: ${missing[*]} ${web[*]}; install them with: sudo apt-get install -y ${missing[*]} ${web[*]}"
+		fi
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update
+		if ((${#missing[@]} > 0)); then
+			log "installing missing system packages: ${missing[*]}"
+			apt-get install -y "${missing[@]}"
+			command -v redis-server >/dev/null 2>&1 || die "redis-server is still not on PATH ($PATH) after apt-get install"
+		fi
+		if ((${#web[@]} > 0)); then
+			# wordpress depends on apache2 | httpd: apache2 comes along but must not run (port 80).
+			# No service starts during the install (policy-rc.d 101, unless the machine has its
+			# own policy), and an apache2 installed here is disabled and verified stopped.
+			[[ -x /usr/sbin/apache2 ]] && had_apache=1
+			log "installing missing system packages: ${web[*]} (--no-install-recommends, no service started)"
+			if [[ -e /usr/sbin/policy-rc.d ]]; then
+				apt-get install -y --no-install-recommends "${web[@]}"
+			else
+				(
+					trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+					printf '#!/bin/sh\n# xcaddy.sh: no service starts while test packages install\nexit 101\n' >/usr/sbin/policy-rc.d
+					chmod 755 /usr/sbin/policy-rc.d
+					apt-get install -y --no-install-recommends "${web[@]}"
+				)
+			fi
+			if ((!had_apache)) && [[ -x /usr/sbin/apache2 ]]; then
+				if command -v systemctl >/dev/null 2>&1; then
+					systemctl disable --now apache2 apache-htcacheclean >/dev/null 2>&1 || true
+				fi
+				update-rc.d apache2 disable >/dev/null 2>&1 || true
+				if pgrep -x apache2 >/dev/null 2>&1; then
+					apache2ctl stop >/dev/null 2>&1 || true
+					sleep 1
+					! pgrep -x apache2 >/dev/null 2>&1 || die "apache2 (installed with wordpress) is running and would not stop"
+				fi
+			fi
+			[[ -f /usr/share/wordpress/wp-load.php ]] && compgen -G '/usr/sbin/php-fpm*' >/dev/null && command -v php >/dev/null 2>&1 ||
+				die "wordpress / php-fpm / php still missing after apt-get install ${web[*]}"
+		fi
 	fi
-	if [[ "$(id -u)" -ne 0 ]]; then
-		die "missing system packages: ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}"
+	# The integration tests need MariaDB up on 127.0.0.1:3306 (mariadbtest starts nothing).
+	if ! (: <>/dev/tcp/127.0.0.1/3306) 2>/dev/null && [[ -z "${MYSQL_DSN:-}" && "$(id -u)" -eq 0 ]]; then
+		log "starting MariaDB"
+		install -d -o mysql -g mysql /run/mysqld
+		start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+		local i
+		for ((i = 0; i < 60; i++)); do
+			(: <>/dev/tcp/127.0.0.1/3306) 2>/dev/null && break
+			sleep 0.5
+		done
+		(: <>/dev/tcp/127.0.0.1/3306) 2>/dev/null || die "MariaDB did not come up on 127.0.0.1:3306 within 30s"
 	fi
-	log "installing missing system packages: ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update
-	apt-get install -y "${missing[@]}"
-	command -v redis-server >/dev/null 2>&1 || die "redis-server is still not on PATH ($PATH) after apt-get install"
 }
 
 check_gofmt() {
@@ -266,11 +317,46 @@ cmd_test() {
 }
 
 # ---------------------------------------------------------------------------
+# bench
+# ---------------------------------------------------------------------------
+
+# The end-to-end load benchmark of issue 5 (bench/cmd/moserver-bench; its package comment has
+# the details): builds ./caddy, starts a private redis-server and ./caddy on loopback ports,
+# measures every row with a Go load generator and writes bench/results.{md,json,svg,png}.
+# Knobs: BENCH_DURATION (10s per row), BENCH_WARMUP (2s), BENCH_CONCURRENCY (64),
+# BENCH_FAMILIES (1000000), BENCH_TOKENS (pre-issued refresh tokens; estimated),
+# BENCH_CORE=0 (skip the go test -bench allocs check), BENCH_KEEP=1 (keep the temp dir).
+cmd_bench() {
+	if ! command -v redis-server >/dev/null 2>&1; then
+		[[ "$(id -u)" -eq 0 ]] || die "redis-server not found; install it with: sudo apt-get install -y redis-server"
+		log "installing redis-server"
+		DEBIAN_FRONTEND=noninteractive apt-get update
+		DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
+	fi
+	cmd_build
+	local bin_dir rc=0
+	bin_dir="$(mktemp -d)"
+	log "building the load generator (bench/cmd/moserver-bench)"
+	if ! go build -o "$bin_dir/moserver-bench" ./bench/cmd/moserver-bench; then
+		rm -rf "$bin_dir"
+		die "building bench/cmd/moserver-bench failed"
+	fi
+	# It stops every process it starts, also on Ctrl-C (exit 130) and on failure.
+	"$bin_dir/moserver-bench" -caddy "$ROOT/caddy" -out "$ROOT/bench" -repo "$ROOT" "$@" || rc=$?
+	rm -rf "$bin_dir"
+	return "$rc"
+}
+
+# ---------------------------------------------------------------------------
 
 case "${1:-}" in
 build) cmd_build ;;
 run) cmd_run ;;
 test) cmd_test ;;
+bench)
+	shift
+	cmd_bench "$@"
+	;;
 -h | --help | help)
 	usage
 	;;
