@@ -15,6 +15,10 @@ func init() {
 	// is answered before php_fastcgi, reverse_proxy, respond or a handle
 	// block sees it, with no global "order" line.
 	httpcaddyfile.RegisterDirectiveOrder("moserver", httpcaddyfile.Before, "invoke")
+	// Right after moserver (so the token endpoint is never behind it) and
+	// before anything that answers or proxies.
+	httpcaddyfile.RegisterHandlerDirective("moserver_auth", parseAuthCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("moserver_auth", httpcaddyfile.Before, "invoke")
 }
 
 var _ caddyfile.Unmarshaler = (*Handler)(nil)
@@ -32,7 +36,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		token_path        <path>
 //		revoke_path       <path>
 //		jwks_path         <path>
-//		storage           memory | redis <url>
+//		introspect_path   <path>
+//		storage           memory | redis <url> | redis_cluster <url>
 //		key_prefix        <prefix>
 //		signing_key       <file> [<kid>]
 //		access_token_ttl  <duration>
@@ -76,6 +81,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneArg(d, &h.RevokePath)
 		case "jwks_path":
 			err = oneArg(d, &h.JWKSPath)
+		case "introspect_path":
+			err = oneArg(d, &h.IntrospectPath)
 		case "key_prefix":
 			err = oneArg(d, &h.KeyPrefix)
 		case "audience":

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,6 +47,9 @@ type Handler struct {
 	RevokePath string `json:"revoke_path,omitempty"`
 	// JWKSPath serves the public keys (default /wp-json/moserver/jwks).
 	JWKSPath string `json:"jwks_path,omitempty"`
+	// IntrospectPath is the RFC 7662 endpoint (default
+	// /wp-json/moserver/introspect).
+	IntrospectPath string `json:"introspect_path,omitempty"`
 	// Storage selects where refresh tokens and revocations live.
 	Storage *StorageConfig `json:"storage,omitempty"`
 	// KeyPrefix prefixes every store key (default "moserver:").
@@ -82,6 +86,7 @@ type Handler struct {
 	WordPress *WordPressConfig `json:"wordpress,omitempty"`
 
 	server   *oauth.Server
+	shared   *sharedServer
 	storeKey string
 	wp       *wordpressSite
 	logger   *zap.Logger
@@ -185,6 +190,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		TokenPath:           h.TokenPath,
 		RevokePath:          h.RevokePath,
 		JWKSPath:            h.JWKSPath,
+		IntrospectPath:      h.IntrospectPath,
 		AccessTokenTTL:      time.Duration(h.AccessTokenTTL),
 		RefreshTokenTTL:     time.Duration(h.RefreshTokenTTL),
 		RefreshGrace:        time.Duration(h.RefreshGrace),
@@ -203,7 +209,25 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("moserver: %w", err)
 	}
+	h.shared = &sharedServer{issuer: issuer, audiences: h.audiences(issuer, repl), signer: signer, store: st,
+		storeTimeout: time.Duration(h.StoreTimeout)}
+	share(h.shared)
 	return nil
+}
+
+// audiences are every "aud" this block's access tokens can carry.
+func (h *Handler) audiences(issuer string, repl *caddy.Replacer) []string {
+	def := repl.ReplaceKnown(h.Audience, "")
+	if def == "" {
+		def = issuer
+	}
+	auds := []string{def}
+	for _, c := range h.Clients {
+		if a := repl.ReplaceKnown(c.Audience, ""); a != "" && !slices.Contains(auds, a) {
+			auds = append(auds, a)
+		}
+	}
+	return auds
 }
 
 func (h *Handler) keyPrefix() string {
@@ -263,7 +287,7 @@ func (h *Handler) Validate() error {
 	if h.Issuer == "" {
 		return fmt.Errorf("moserver: issuer is required")
 	}
-	for name, p := range map[string]string{"token_path": h.TokenPath, "revoke_path": h.RevokePath, "jwks_path": h.JWKSPath} {
+	for name, p := range map[string]string{"token_path": h.TokenPath, "revoke_path": h.RevokePath, "jwks_path": h.JWKSPath, "introspect_path": h.IntrospectPath} {
 		if p != "" && !strings.HasPrefix(p, "/") {
 			return fmt.Errorf("moserver: %s %q must start with /", name, p)
 		}
@@ -372,6 +396,9 @@ func caddyClientIP(r *http.Request) string {
 // WordPress database.
 func (h *Handler) Cleanup() error {
 	var errs []error
+	if h.shared != nil {
+		unshare(h.shared)
+	}
 	if h.wp != nil {
 		errs = append(errs, h.wp.close())
 	}

@@ -40,6 +40,8 @@ type Config struct {
 	TokenPath  string // default DefaultTokenPath
 	RevokePath string // default DefaultRevokePath
 	JWKSPath   string // default DefaultJWKSPath
+	// IntrospectPath is the RFC 7662 endpoint (default DefaultIntrospectPath).
+	IntrospectPath string
 
 	AccessTokenTTL  time.Duration // default DefaultAccessTokenTTL
 	RefreshTokenTTL time.Duration // default DefaultRefreshTokenTTL
@@ -87,7 +89,9 @@ type Server struct {
 	cfg Config
 	log *zap.Logger
 
-	tokenRoute, revokeRoute, jwksRoute string // rest_route forms, "" if none
+	tokenRoute, revokeRoute, jwksRoute, introspectRoute string // rest_route forms, "" if none
+	metadataPath                                        string // RFC 8414 location
+	metadata                                            []byte // serialised once
 
 	// limiterPausedUntil (Unix ns) skips the failure budget while the store
 	// is failing.
@@ -105,8 +109,9 @@ func New(cfg Config) (*Server, error) {
 	setDefault(&cfg.TokenPath, DefaultTokenPath)
 	setDefault(&cfg.RevokePath, DefaultRevokePath)
 	setDefault(&cfg.JWKSPath, DefaultJWKSPath)
+	setDefault(&cfg.IntrospectPath, DefaultIntrospectPath)
 	setDefault(&cfg.Audience, cfg.Issuer)
-	for _, p := range []string{cfg.TokenPath, cfg.RevokePath, cfg.JWKSPath} {
+	for _, p := range []string{cfg.TokenPath, cfg.RevokePath, cfg.JWKSPath, cfg.IntrospectPath} {
 		if !strings.HasPrefix(p, "/") {
 			return nil, fmt.Errorf("oauth: path %q must start with /", p)
 		}
@@ -146,13 +151,17 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Server{
-		cfg:         cfg,
-		log:         log,
-		tokenRoute:  restRoute(cfg.TokenPath),
-		revokeRoute: restRoute(cfg.RevokePath),
-		jwksRoute:   restRoute(cfg.JWKSPath),
-	}, nil
+	s := &Server{
+		cfg:             cfg,
+		log:             log,
+		tokenRoute:      restRoute(cfg.TokenPath),
+		revokeRoute:     restRoute(cfg.RevokePath),
+		jwksRoute:       restRoute(cfg.JWKSPath),
+		introspectRoute: restRoute(cfg.IntrospectPath),
+		metadataPath:    metadataPath(cfg.Issuer),
+	}
+	s.metadata = s.buildMetadata()
+	return s, nil
 }
 
 func setDefault(s *string, def string) {
@@ -193,6 +202,10 @@ func (s *Server) Handle(w http.ResponseWriter, r *http.Request) bool {
 		return s.serveRevoke(w, r)
 	case matches(r, s.cfg.JWKSPath, s.jwksRoute):
 		return s.serveJWKS(w, r)
+	case matches(r, s.cfg.IntrospectPath, s.introspectRoute):
+		return s.serveIntrospect(w, r)
+	case r.URL.Path == s.metadataPath:
+		return s.serveMetadata(w, r)
 	}
 	return false
 }

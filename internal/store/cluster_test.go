@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -311,4 +312,96 @@ func randomHex() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// TestRedisClusterAccess checks on a real cluster that CheckAccess reads
+// keys on three different masters in one pipeline (one exchange per master,
+// sent concurrently by the cluster client), that RefreshInfo is one
+// exchange with the family's master, and that legacy families (no creation
+// time) behave as on a single server.
+func TestRedisClusterAccess(t *testing.T) {
+	ctx := context.Background()
+	c := startCluster(t)
+	testLegacyFamily(t, c, redistest.Prefix(t))
+
+	// A client of its own that logs what every node is sent.
+	var log cmdLog
+	lc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Options().Addrs})
+	t.Cleanup(func() { _ = lc.Close() })
+	lc.OnNewNode(func(n *redis.Client) { n.AddHook(log.hook(n.Options().Addr)) })
+	prefix := redistest.Prefix(t)
+	s := store.NewRedis(lc, prefix)
+	owner := slotOwners(t, c)
+	nodeOf := func(key string) string {
+		t.Helper()
+		slot, err := c.ClusterKeySlot(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return owner.node(t, slot)
+	}
+
+	// A jti, a family and a client whose keys are on three different masters.
+	var jti, fid, client string
+	var nodes []string
+	for tries := 0; ; tries++ {
+		if tries > 10000 {
+			t.Fatal("could not place the keys on three masters")
+		}
+		jti, fid, client = randomHex(), randomHex(), randomHex()
+		nodes = []string{
+			nodeOf(prefix + "jti:{" + jti + "}"),
+			nodeOf(prefix + "{" + fid + "}:fam"),
+			nodeOf(prefix + "client:{" + client + "}:rb"),
+		}
+		if nodes[0] != nodes[1] && nodes[1] != nodes[2] && nodes[0] != nodes[2] {
+			break
+		}
+	}
+	now := time.Now().Truncate(time.Millisecond)
+	digest := randomHex()
+	err := s.CreateFamily(ctx, store.NewFamily{FamilyID: fid, Digest: digest, ClientID: client, Subject: "alice",
+		Scope: "read", IssuedAt: now, ExpiresAt: now.Add(time.Hour), FamilyExpiresAt: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(want store.AccessState) {
+		t.Helper()
+		log.take()
+		got, err := s.CheckAccess(ctx, jti, fid, client)
+		if err != nil {
+			t.Fatalf("CheckAccess: %v", err)
+		}
+		if got.JTIRevoked != want.JTIRevoked || got.FamilyRevoked != want.FamilyRevoked ||
+			!got.ClientRevokedBefore.Equal(want.ClientRevokedBefore) {
+			t.Fatalf("CheckAccess = %+v, want %+v", got, want)
+		}
+		wantLog := []string{nodes[0] + " exists", nodes[1] + " hget", nodes[2] + " get"}
+		slices.Sort(wantLog)
+		if got := log.take(); !slices.Equal(got, wantLog) {
+			t.Fatalf("CheckAccess sent %q, want %q", got, wantLog)
+		}
+	}
+	check(store.AccessState{})
+	if err := s.RevokeAccessToken(ctx, jti, now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	check(store.AccessState{JTIRevoked: true})
+	if err := s.RevokeClient(ctx, client, now, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	check(store.AccessState{JTIRevoked: true, ClientRevokedBefore: now})
+	if err := s.RevokeFamily(ctx, fid); err != nil {
+		t.Fatal(err)
+	}
+	check(store.AccessState{JTIRevoked: true, FamilyRevoked: true, ClientRevokedBefore: now})
+
+	log.take()
+	info, ok, err := s.RefreshInfo(ctx, fid, digest)
+	if err != nil || !ok || info.Active || info.ClientID != client || !info.IssuedAt.Equal(now) {
+		t.Fatalf("RefreshInfo = %+v, %v, %v", info, ok, err)
+	}
+	if got, want := log.take(), []string{nodes[1] + " multi hmget hmget exec"}; !slices.Equal(got, want) {
+		t.Fatalf("RefreshInfo sent %q, want %q", got, want)
+	}
 }

@@ -99,3 +99,25 @@ func checkRotate(r RotateRequest) error {
 
 // errFamilyExists is returned by CreateFamily for a family id already in use.
 var errFamilyExists = errors.New("store: create family: family id already in use")
+
+// fromMillis converts Unix milliseconds back to a time; 0 (or less) is the
+// zero time, "none".
+func fromMillis(ms int64) time.Time {
+	if ms <= 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
+// errInvalidKeep is returned by RevokeClient for a keep that is not positive.
+var errInvalidKeep = errors.New("store: revoke client: keep must be positive")
+
+// keepMillis converts RevokeClient's keep to whole milliseconds, rounded up
+// (so a positive keep is at least 1 ms) and clamped to maxMillis.
+func keepMillis(keep time.Duration) int64 {
+	ms := keep.Milliseconds()
+	if keep%time.Millisecond != 0 {
+		ms++
+	}
+	return min(ms, maxMillis)
+}

@@ -20,3 +20,11 @@ func Sizes(m *Memory) (families, tokens, jtis int) {
 	defer m.mu.Unlock()
 	return len(m.families), len(m.tokens), len(m.jtis)
 }
+
+// ClientRevocations reports how many client revoked-before times the memory
+// store holds, expired or not.
+func ClientRevocations(m *Memory) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.clients)
+}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -62,7 +63,13 @@ func (s *Redis) AuthFailures(ctx context.Context, keys []string) ([]FailureCount
 		gets[i] = pipe.Get(ctx, s.failKey(k))
 		ttls[i] = pipe.PTTL(ctx, s.failKey(k))
 	}
-	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
+	cmds, err := pipe.Exec(ctx)
+	if err == nil || errors.Is(err, redis.Nil) {
+		// Exec reports the first error of any command: an absent key can
+		// hide a failed node of a Cluster behind it.
+		err = firstErr(cmds)
+	}
+	if err != nil {
 		return nil, unavailable("read auth failures", err)
 	}
 	out := make([]FailureCount, len(keys))

@@ -21,6 +21,7 @@ type Memory struct {
 	families map[string]*memFamily
 	tokens   map[memTokenKey]*memToken
 	jtis     map[string]int64 // jti -> expiry in Unix ms
+	clients  map[string]memClient
 	fails    map[string]memFail
 
 	clock     func() time.Time // wall clock for entry expiry (tests replace it)
@@ -34,7 +35,14 @@ type memFamily struct {
 	client  string
 	revoked bool
 	current string // digest of the family's active token
+	created int64  // Unix ms, NewFamily.IssuedAt
 	exp     int64  // Unix ms when the record disappears
+}
+
+// memClient mirrors the Redis client revoked-before key.
+type memClient struct {
+	before int64 // Unix ms: the client's tokens issued before it are revoked
+	exp    int64 // Unix ms when the record disappears
 }
 
 type memTokenKey struct{ family, digest string }
@@ -59,6 +67,7 @@ func NewMemory() *Memory {
 		families: make(map[string]*memFamily),
 		tokens:   make(map[memTokenKey]*memToken),
 		jtis:     make(map[string]int64),
+		clients:  make(map[string]memClient),
 		fails:    make(map[string]memFail),
 		clock:    time.Now,
 		stop:     make(chan struct{}),
@@ -100,6 +109,11 @@ func (m *Memory) sweep() {
 	for jti, exp := range m.jtis {
 		if exp <= now {
 			delete(m.jtis, jti)
+		}
+	}
+	for id, c := range m.clients {
+		if c.exp <= now {
+			delete(m.clients, id)
 		}
 	}
 	for k, f := range m.fails {
@@ -148,6 +162,7 @@ func (m *Memory) CreateFamily(_ context.Context, f NewFamily) error {
 	m.families[f.FamilyID] = &memFamily{
 		client:  f.ClientID,
 		current: f.Digest,
+		created: millis(f.IssuedAt),
 		exp:     max(millis(f.FamilyExpiresAt), exp),
 	}
 	m.tokens[memTokenKey{f.FamilyID, f.Digest}] = &memToken{
@@ -172,11 +187,14 @@ func (m *Memory) Rotate(_ context.Context, r RotateRequest) (RotateResult, error
 		return RotateResult{Outcome: NotFound}, nil
 	}
 	t := m.token(r.FamilyID, r.OldDigest)
+	notBefore := millis(r.NotBefore)
 	switch {
 	case t == nil:
 		return RotateResult{Outcome: NotFound}, nil
 	case t.client != r.ClientID:
 		return RotateResult{Outcome: WrongClient}, nil
+	case notBefore > 0 && f.created < notBefore:
+		return RotateResult{Outcome: FamilyRevoked}, nil
 	case f.revoked:
 		return RotateResult{Outcome: FamilyRevoked}, nil
 	}
@@ -281,12 +299,94 @@ func (m *Memory) RevokeAccessToken(_ context.Context, jti string, exp time.Time)
 func (m *Memory) AccessTokenRevoked(_ context.Context, jti string) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.jtiRevoked(jti), nil
+}
+
+// jtiRevoked reports whether a live revocation of jti exists; m.mu must be
+// held.
+func (m *Memory) jtiRevoked(jti string) bool {
 	exp, ok := m.jtis[jti]
 	if ok && exp <= millis(m.clock()) {
 		delete(m.jtis, jti)
 		ok = false
 	}
-	return ok, nil
+	return ok
+}
+
+// clientBefore returns the client's live revoked-before time in Unix ms, 0
+// if none; m.mu must be held.
+func (m *Memory) clientBefore(clientID string) int64 {
+	c, ok := m.clients[clientID]
+	if ok && c.exp <= millis(m.clock()) {
+		delete(m.clients, clientID)
+		return 0
+	}
+	return c.before
+}
+
+// CheckAccess reports the revocation state of one access token; see Store.
+func (m *Memory) CheckAccess(_ context.Context, jti, familyID, clientID string) (AccessState, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var st AccessState
+	st.JTIRevoked = m.jtiRevoked(jti)
+	if familyID != "" {
+		f := m.family(familyID)
+		st.FamilyRevoked = f != nil && f.revoked
+	}
+	st.ClientRevokedBefore = fromMillis(m.clientBefore(clientID))
+	return st, nil
+}
+
+// RevokeClient records that the client's tokens issued before before are
+// revoked, keeping the latest such time for at least keep; see Store.
+func (m *Memory) RevokeClient(_ context.Context, clientID string, before time.Time, keep time.Duration) error {
+	if keep <= 0 {
+		return errInvalidKeep
+	}
+	b := millis(before)
+	if b <= 0 {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := m.clientBefore(clientID) // drops an expired record
+	c := m.clients[clientID]
+	m.clients[clientID] = memClient{
+		before: max(cur, b),
+		exp:    max(c.exp, millis(m.clock())+keepMillis(keep)),
+	}
+	return nil
+}
+
+// ClientRevokedBefore returns the client's revoked-before time, zero if none.
+func (m *Memory) ClientRevokedBefore(_ context.Context, clientID string) (time.Time, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return fromMillis(m.clientBefore(clientID)), nil
+}
+
+// RefreshInfo describes the refresh token with the given digest; false when
+// it or its family is unknown or expired.
+func (m *Memory) RefreshInfo(_ context.Context, familyID, digest string) (RefreshInfo, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f := m.family(familyID)
+	if f == nil {
+		return RefreshInfo{}, false, nil
+	}
+	t := m.token(familyID, digest)
+	if t == nil {
+		return RefreshInfo{}, false, nil
+	}
+	return RefreshInfo{
+		ClientID:  t.client,
+		Subject:   t.subject,
+		Scope:     t.scope,
+		IssuedAt:  fromMillis(f.created),
+		ExpiresAt: time.UnixMilli(t.exp),
+		Active:    !t.rotated && !f.revoked,
+	}, true, nil
 }
 
 // Close stops the janitor. It is safe to call more than once; the store

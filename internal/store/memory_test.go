@@ -104,3 +104,81 @@ func TestMemoryClose(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestMemoryClientExpiry checks by the store's clock that a client's
+// revoked-before time is kept for the longest keep asked for, measured from
+// each call, and then disappears (also from the janitor's sweep).
+func TestMemoryClientExpiry(t *testing.T) {
+	ctx := context.Background()
+	m := store.NewMemory()
+	defer m.Close()
+	t0 := time.Now().Truncate(time.Millisecond)
+	clock := &fakeClock{t: t0}
+	store.SetClock(m, clock.now)
+	revoke := func(before time.Time, keep time.Duration) {
+		t.Helper()
+		if err := m.RevokeClient(ctx, "c1", before, keep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := func(w time.Time) {
+		t.Helper()
+		got, err := m.ClientRevokedBefore(ctx, "c1")
+		if err != nil || !got.Equal(w) || got.IsZero() != w.IsZero() {
+			t.Fatalf("ClientRevokedBefore at %v = %v, %v; want %v", clock.now().Sub(t0), got, err, w)
+		}
+		st, err := m.CheckAccess(ctx, "j", "", "c1")
+		if err != nil || !st.ClientRevokedBefore.Equal(w) {
+			t.Fatalf("CheckAccess at %v = %+v, %v; want revoked before %v", clock.now().Sub(t0), st, err, w)
+		}
+	}
+	revoke(t0, time.Hour) // kept until t0+1h
+	clock.set(t0.Add(30 * time.Minute))
+	revoke(t0.Add(-time.Hour), 10*time.Minute) // does not shorten
+	clock.set(t0.Add(59 * time.Minute))
+	want(t0)
+	revoke(t0.Add(time.Minute), 30*time.Minute) // moves forward, kept until t0+1h29
+	clock.set(t0.Add(88 * time.Minute))
+	store.Sweep(m)
+	want(t0.Add(time.Minute))
+	if n := store.ClientRevocations(m); n != 1 {
+		t.Fatalf("%d client records, want 1", n)
+	}
+	clock.set(t0.Add(89 * time.Minute))
+	store.Sweep(m)
+	if n := store.ClientRevocations(m); n != 0 {
+		t.Fatalf("after the sweep at its expiry: %d client records, want 0", n)
+	}
+	want(time.Time{})
+	// Expired records are also ignored before any sweep, and a new
+	// revocation after expiry starts afresh rather than keeping the old time.
+	revoke(t0.Add(2*time.Minute), time.Minute)
+	clock.set(t0.Add(90 * time.Minute))
+	want(time.Time{})
+	revoke(t0, time.Minute)
+	want(t0)
+}
+
+// TestMemoryRefreshInfoExpiry: a refresh token is not found once the
+// store's clock reaches its expiry.
+func TestMemoryRefreshInfoExpiry(t *testing.T) {
+	ctx := context.Background()
+	m := store.NewMemory()
+	defer m.Close()
+	t0 := time.Now().Truncate(time.Millisecond)
+	clock := &fakeClock{t: t0}
+	store.SetClock(m, clock.now)
+	err := m.CreateFamily(ctx, store.NewFamily{FamilyID: "f1", Digest: "d0", ClientID: "c1", IssuedAt: t0,
+		ExpiresAt: t0.Add(time.Hour), FamilyExpiresAt: t0.Add(2 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.set(t0.Add(time.Hour - time.Millisecond))
+	if info, ok, err := m.RefreshInfo(ctx, "f1", "d0"); err != nil || !ok || !info.Active || !info.IssuedAt.Equal(t0) {
+		t.Fatalf("RefreshInfo just before expiry = %+v, %v, %v", info, ok, err)
+	}
+	clock.set(t0.Add(time.Hour))
+	if info, ok, err := m.RefreshInfo(ctx, "f1", "d0"); err != nil || ok {
+		t.Fatalf("RefreshInfo at expiry = %+v, %v, %v; want not found", info, ok, err)
+	}
+}

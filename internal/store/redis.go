@@ -17,17 +17,25 @@ import (
 //
 //	<prefix>{<family>}:fam          hash: client, revoked (0|1), current (digest
 //	                                of the active token), exp (Unix ms of the
-//	                                key's expiry)
+//	                                key's expiry), created (Unix ms,
+//	                                NewFamily.IssuedAt; absent in families
+//	                                written before it was stored: read as 0)
 //	<prefix>{<family>}:rt:<digest>  hash: client, subject, scope, exp (Unix ms),
 //	                                state (active|rotated); once rotated also
 //	                                next (successor digest), rotated_at (Unix ms),
 //	                                sealed (sealed successor), next_scope, next_exp
 //	<prefix>jti:{<jti>}             string "1": a revoked access token
+//	<prefix>client:{<client>}:rb    string: Unix ms; the client's tokens issued
+//	                                before it are revoked (RevokeClient)
 //
-// Every key expires (PEXPIREAT/PX): a token at its own expiry, a family at
-// its FamilyExpiresAt (never earlier than its tokens, extended by rotation,
-// never shortened), a jti at the access token's exp. Rotation, refresh-token
-// revocation and family revocation are each one Lua script, and nothing is
+// Every key expires (PEXPIREAT/PX/PEXPIRE): a token at its own expiry, a
+// family at its FamilyExpiresAt (never earlier than its tokens, extended by
+// rotation, never shortened), a jti at the access token's exp, a client's
+// revoked-before time after the longest keep it was given (extended, never
+// shortened). Rotation, refresh-token revocation, family revocation and
+// client revocation are each one Lua script; CheckAccess (whose keys are in
+// different slots) is one pipeline, which a Cluster client splits by node;
+// RefreshInfo is one MULTI/EXEC of two reads in the family's slot. Nothing is
 // ever scanned. Times are taken from the requests, not from Redis, except
 // that Redis drops expired keys by its own clock.
 type Redis struct {
@@ -54,6 +62,10 @@ func (s *Redis) jtiKey(jti string) string {
 	return s.prefix + "jti:{" + jti + "}"
 }
 
+func (s *Redis) clientKey(clientID string) string {
+	return s.prefix + "client:{" + clientID + "}:rb"
+}
+
 // unavailable wraps a go-redis error so that errors.Is finds both
 // ErrUnavailable and the cause.
 func unavailable(op string, err error) error {
@@ -61,10 +73,11 @@ func unavailable(op string, err error) error {
 }
 
 // createScript: KEYS fam, token; ARGV client, digest, subject, scope, exp,
-// family exp. Returns 0 if the family exists already.
+// family exp, created. Returns 0 if the family exists already.
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'client', ARGV[1], 'revoked', '0', 'current', ARGV[2], 'exp', ARGV[6])
+redis.call('HSET', KEYS[1], 'client', ARGV[1], 'revoked', '0', 'current', ARGV[2], 'exp', ARGV[6],
+  'created', ARGV[7])
 redis.call('PEXPIREAT', KEYS[1], ARGV[6])
 redis.call('HSET', KEYS[2], 'client', ARGV[1], 'subject', ARGV[3], 'scope', ARGV[4], 'exp', ARGV[5], 'state', 'active')
 redis.call('PEXPIREAT', KEYS[2], ARGV[5])
@@ -73,7 +86,8 @@ return 1
 
 // rotateScript mirrors (*Memory).Rotate. KEYS fam, old token, new token;
 // ARGV client, normalized scope, now, exp, family exp, grace (ms), sealed,
-// new digest. Replies {outcome name, subject, scope, exp, sealed}.
+// new digest, not before (Unix ms, 0 for none). Replies {outcome name,
+// subject, scope, exp, sealed}.
 var rotateScript = redis.NewScript(`
 local function num(x) return tonumber(x) or 0 end
 local function subset(req, granted)
@@ -84,12 +98,14 @@ local function subset(req, granted)
   end
   return true
 end
-local fam = redis.call('HMGET', KEYS[1], 'client', 'revoked', 'current', 'exp')
+local fam = redis.call('HMGET', KEYS[1], 'client', 'revoked', 'current', 'exp', 'created')
 if not fam[1] then return {'not_found'} end
 local t = redis.call('HMGET', KEYS[2], 'client', 'subject', 'scope', 'exp', 'state',
   'next', 'rotated_at', 'sealed', 'next_scope', 'next_exp')
 if not t[1] then return {'not_found'} end
 if t[1] ~= ARGV[1] then return {'wrong_client'} end
+local notbefore = num(ARGV[9])
+if notbefore > 0 and num(fam[5]) < notbefore then return {'family_revoked'} end
 if fam[2] == '1' then return {'family_revoked'} end
 local now = num(ARGV[3])
 if num(t[4]) <= now then return {'expired'} end
@@ -134,6 +150,21 @@ if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'revoked'
 return 1
 `)
 
+// revokeClientScript: KEYS client; ARGV before (Unix ms), keep (ms). Keeps
+// the later of the stored and the given time, and a TTL of at least keep
+// (a key without TTL, never written by this store, keeps none).
+var revokeClientScript = redis.NewScript(`
+local ttl = redis.call('PTTL', KEYS[1])
+local cur = tonumber(redis.call('GET', KEYS[1]))
+if not cur or cur < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+end
+if ttl ~= -1 and ttl < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+`)
+
 // outcomeByName maps the names the rotate script replies with (the
 // Outcome.String values) to outcomes.
 var outcomeByName = func() map[string]Outcome {
@@ -157,7 +188,7 @@ func (s *Redis) CreateFamily(ctx context.Context, f NewFamily) error {
 	famExp := max(millis(f.FamilyExpiresAt), exp)
 	n, err := createScript.Run(ctx, s.c,
 		[]string{s.famKey(f.FamilyID), s.tokenKey(f.FamilyID, f.Digest)},
-		f.ClientID, f.Digest, f.Subject, f.Scope, exp, famExp).Int()
+		f.ClientID, f.Digest, f.Subject, f.Scope, exp, famExp, millis(f.IssuedAt)).Int()
 	if err != nil {
 		return unavailable("create family", err)
 	}
@@ -185,7 +216,7 @@ func (s *Redis) Rotate(ctx context.Context, r RotateRequest) (RotateResult, erro
 			s.tokenKey(r.FamilyID, r.NewDigest),
 		},
 		r.ClientID, normalizeScope(r.Scope), millis(r.Now), exp, famExp,
-		graceMillis(r.Grace), r.Sealed, r.NewDigest).Slice()
+		graceMillis(r.Grace), r.Sealed, r.NewDigest, millis(r.NotBefore)).Slice()
 	if err != nil {
 		return RotateResult{}, unavailable("rotate", err)
 	}
@@ -291,6 +322,146 @@ func (s *Redis) AccessTokenRevoked(ctx context.Context, jti string) (bool, error
 		return false, unavailable("access token revoked", err)
 	}
 	return n == 1, nil
+}
+
+// firstErr returns the first error of cmds other than redis.Nil (which only
+// means "no such key or field"), so that a real failure of one command of a
+// pipeline is never hidden behind an earlier absent key.
+func firstErr(cmds []redis.Cmder) error {
+	for _, c := range cmds {
+		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+	}
+	return nil
+}
+
+// parseMillis reads a stored Unix ms time; "" (absent) is 0.
+func parseMillis(op, v string) (int64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s: bad stored time %q", ErrUnavailable, op, v)
+	}
+	return ms, nil
+}
+
+// CheckAccess reports the revocation state of one access token in one
+// pipelined round trip: EXISTS on the jti key, HGET revoked on the family
+// record (only for a family id that can exist), GET on the client key.
+func (s *Redis) CheckAccess(ctx context.Context, jti, familyID, clientID string) (AccessState, error) {
+	pipe := s.c.Pipeline()
+	jtiCmd := pipe.Exists(ctx, s.jtiKey(jti))
+	var famCmd *redis.StringCmd
+	if validFamilyID(familyID) {
+		famCmd = pipe.HGet(ctx, s.famKey(familyID), "revoked")
+	}
+	clientCmd := pipe.Get(ctx, s.clientKey(clientID))
+	cmds, err := pipe.Exec(ctx)
+	if err == nil || errors.Is(err, redis.Nil) {
+		err = firstErr(cmds) // absent keys are fine, failed nodes are not
+	}
+	if err != nil {
+		return AccessState{}, unavailable("check access", err)
+	}
+	before, err := parseMillis("check access", clientCmd.Val())
+	if err != nil {
+		return AccessState{}, err
+	}
+	return AccessState{
+		JTIRevoked:          jtiCmd.Val() == 1,
+		FamilyRevoked:       famCmd != nil && famCmd.Val() == "1",
+		ClientRevokedBefore: fromMillis(before),
+	}, nil
+}
+
+// RevokeClient records that the client's tokens issued before before are
+// revoked, in one script on the client's key; see Store.
+func (s *Redis) RevokeClient(ctx context.Context, clientID string, before time.Time, keep time.Duration) error {
+	if keep <= 0 {
+		return errInvalidKeep
+	}
+	b := millis(before)
+	if b <= 0 {
+		return nil
+	}
+	err := revokeClientScript.Run(ctx, s.c, []string{s.clientKey(clientID)}, b, keepMillis(keep)).Err()
+	if err != nil {
+		return unavailable("revoke client", err)
+	}
+	return nil
+}
+
+// ClientRevokedBefore returns the client's revoked-before time, zero if none.
+func (s *Redis) ClientRevokedBefore(ctx context.Context, clientID string) (time.Time, error) {
+	v, err := s.c.Get(ctx, s.clientKey(clientID)).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return time.Time{}, unavailable("client revoked before", err)
+	}
+	ms, err := parseMillis("client revoked before", v)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return fromMillis(ms), nil
+}
+
+// RefreshInfo describes the refresh token with the given digest; false when
+// it or its family is unknown or expired. One MULTI/EXEC round trip reads
+// both hashes (same slot) atomically.
+func (s *Redis) RefreshInfo(ctx context.Context, familyID, digest string) (RefreshInfo, bool, error) {
+	if !validFamilyID(familyID) {
+		return RefreshInfo{}, false, nil
+	}
+	var fam, tok *redis.SliceCmd
+	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		fam = p.HMGet(ctx, s.famKey(familyID), "revoked", "created")
+		tok = p.HMGet(ctx, s.tokenKey(familyID, digest), "client", "subject", "scope", "exp", "state")
+		return nil
+	})
+	if err != nil {
+		return RefreshInfo{}, false, unavailable("refresh info", err)
+	}
+	str := func(vals []any, i int) (string, bool) {
+		if i < len(vals) {
+			v, ok := vals[i].(string)
+			return v, ok
+		}
+		return "", false
+	}
+	f, t := fam.Val(), tok.Val()
+	revoked, famOK := str(f, 0)
+	client, tokOK := str(t, 0)
+	if !famOK || !tokOK {
+		return RefreshInfo{}, false, nil
+	}
+	created, _ := str(f, 1)
+	createdMs, err := parseMillis("refresh info", created)
+	if err != nil {
+		return RefreshInfo{}, false, err
+	}
+	exp, _ := str(t, 3)
+	expMs, err := parseMillis("refresh info", exp)
+	if err != nil {
+		return RefreshInfo{}, false, err
+	}
+	// Redis hides keys past their expiry by its own clock; this also hides
+	// a token that is expired by ours (as the memory store's would be).
+	if expMs <= millis(time.Now()) {
+		return RefreshInfo{}, false, nil
+	}
+	subject, _ := str(t, 1)
+	scope, _ := str(t, 2)
+	state, _ := str(t, 4)
+	return RefreshInfo{
+		ClientID:  client,
+		Subject:   subject,
+		Scope:     scope,
+		IssuedAt:  fromMillis(createdMs),
+		ExpiresAt: time.UnixMilli(expMs),
+		Active:    state == "active" && revoked != "1",
+	}, true, nil
 }
 
 // Close does nothing: the client belongs to the caller, who may share it.

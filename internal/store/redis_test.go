@@ -7,8 +7,10 @@ import (
 	"errors"
 	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,7 +73,8 @@ func TestRedisKeys(t *testing.T) {
 			t.Fatalf("PTTL %s = %v, want just under %v", key, pttl, ttl)
 		}
 	}
-	check(famKey, map[string]string{"client": "client-a", "revoked": "0", "current": d[0], "exp": ms(2 * time.Hour)}, 2*time.Hour)
+	check(famKey, map[string]string{"client": "client-a", "revoked": "0", "current": d[0], "exp": ms(2 * time.Hour),
+		"created": ms(0)}, 2*time.Hour)
 	check(rtKey(0), map[string]string{"client": "client-a", "subject": "alice", "scope": "read write",
 		"exp": ms(time.Hour), "state": "active"}, time.Hour)
 
@@ -87,19 +90,22 @@ func TestRedisKeys(t *testing.T) {
 		}
 	}
 	rotate(0, 1, 3*time.Hour) // extends the family
-	check(famKey, map[string]string{"client": "client-a", "revoked": "0", "current": d[1], "exp": ms(3 * time.Hour)}, 3*time.Hour)
+	check(famKey, map[string]string{"client": "client-a", "revoked": "0", "current": d[1], "exp": ms(3 * time.Hour),
+		"created": ms(0)}, 3*time.Hour)
 	check(rtKey(0), map[string]string{"client": "client-a", "subject": "alice", "scope": "read write",
 		"exp": ms(time.Hour), "state": "rotated", "next": d[1], "rotated_at": ms(0), "sealed": sealed,
 		"next_scope": "read", "next_exp": ms(time.Hour)}, time.Hour)
 	check(rtKey(1), map[string]string{"client": "client-a", "subject": "alice", "scope": "read",
 		"exp": ms(time.Hour), "state": "active"}, time.Hour)
 	rotate(1, 2, 90*time.Minute) // must not shorten the family
-	check(famKey, map[string]string{"client": "client-a", "revoked": "0", "current": d[2], "exp": ms(3 * time.Hour)}, 3*time.Hour)
+	check(famKey, map[string]string{"client": "client-a", "revoked": "0", "current": d[2], "exp": ms(3 * time.Hour),
+		"created": ms(0)}, 3*time.Hour)
 
 	if out, err := s.RevokeRefresh(ctx, fid, d[2], "client-a"); err != nil || out != store.FamilyRevokedNow {
 		t.Fatalf("RevokeRefresh = %v, %v", out, err)
 	}
-	check(famKey, map[string]string{"client": "client-a", "revoked": "1", "current": d[2], "exp": ms(3 * time.Hour)}, 3*time.Hour)
+	check(famKey, map[string]string{"client": "client-a", "revoked": "1", "current": d[2], "exp": ms(3 * time.Hour),
+		"created": ms(0)}, 3*time.Hour)
 
 	if err := s.RevokeAccessToken(ctx, "jti-1", time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
@@ -109,7 +115,32 @@ func TestRedisKeys(t *testing.T) {
 		t.Fatalf("PTTL %s = %v", jtiKey, pttl)
 	}
 
-	keys := []string{famKey, rtKey(0), rtKey(1), rtKey(2), jtiKey}
+	// A client's revoked-before time: a string of Unix ms, kept for the
+	// longest keep asked for, never moved back.
+	clientKey := prefix + "client:{client-a}:rb"
+	checkClient := func(want string, ttl time.Duration) {
+		t.Helper()
+		if v := c.Get(ctx, clientKey).Val(); v != want {
+			t.Fatalf("GET %s = %q, want %q", clientKey, v, want)
+		}
+		if pttl := c.PTTL(ctx, clientKey).Val(); pttl <= 0 || pttl > ttl || pttl < ttl-time.Minute {
+			t.Fatalf("PTTL %s = %v, want just under %v", clientKey, pttl, ttl)
+		}
+	}
+	revokeClient := func(before time.Time, keep time.Duration) {
+		t.Helper()
+		if err := s.RevokeClient(ctx, "client-a", before, keep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	revokeClient(now, time.Hour)
+	checkClient(ms(0), time.Hour)
+	revokeClient(now.Add(-time.Minute), 2*time.Hour) // extends, keeps the time
+	checkClient(ms(0), 2*time.Hour)
+	revokeClient(now.Add(time.Minute), 10*time.Minute) // moves the time, keeps the TTL
+	checkClient(ms(time.Minute), 2*time.Hour)
+
+	keys := []string{famKey, rtKey(0), rtKey(1), rtKey(2), jtiKey, clientKey}
 	var stored strings.Builder
 	for _, k := range keys {
 		stored.WriteString(k)
@@ -155,6 +186,23 @@ func TestRedisUnavailable(t *testing.T) {
 			return s.RevokeAccessToken(ctx, "j", now.Add(time.Hour))
 		},
 		"AccessTokenRevoked": func(ctx context.Context) error { _, err := s.AccessTokenRevoked(ctx, "j"); return err },
+		"CheckAccess": func(ctx context.Context) error {
+			_, err := s.CheckAccess(ctx, "j", "f", "c")
+			return err
+		},
+		"CheckAccessNoFamily": func(ctx context.Context) error {
+			_, err := s.CheckAccess(ctx, "j", "", "c")
+			return err
+		},
+		"RevokeClient": func(ctx context.Context) error { return s.RevokeClient(ctx, "c", now, time.Hour) },
+		"ClientRevokedBefore": func(ctx context.Context) error {
+			_, err := s.ClientRevokedBefore(ctx, "c")
+			return err
+		},
+		"RefreshInfo": func(ctx context.Context) error {
+			_, _, err := s.RefreshInfo(ctx, "f", "d0")
+			return err
+		},
 	}
 
 	cancelled, cancel := context.WithCancel(context.Background())
@@ -181,5 +229,157 @@ func TestRedisUnavailable(t *testing.T) {
 	}
 	if res, err := s.Rotate(context.Background(), rr); err != nil || res.Outcome != store.Rotated {
 		t.Fatalf("Rotate after restart = %v, %v", res.Outcome, err)
+	}
+}
+
+// TestRedisLegacyFamily: families written before the creation time was
+// stored (no created field) count as created at 0.
+func TestRedisLegacyFamily(t *testing.T) {
+	c, prefix := redistest.Start(t)
+	testLegacyFamily(t, c, prefix)
+}
+
+func testLegacyFamily(t *testing.T, c redis.UniversalClient, prefix string) {
+	ctx := context.Background()
+	s := store.NewRedis(c, prefix)
+	now := time.Now().Truncate(time.Millisecond)
+	id, d0, d1 := randomHex(), randomHex(), randomHex()
+	err := s.CreateFamily(ctx, store.NewFamily{
+		FamilyID: id, Digest: d0, ClientID: "c1", Subject: "alice", Scope: "read",
+		IssuedAt: now, ExpiresAt: now.Add(time.Hour), FamilyExpiresAt: now.Add(2 * time.Hour),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	famKey := prefix + "{" + id + "}:fam"
+	if n := c.HDel(ctx, famKey, "created").Val(); n != 1 {
+		t.Fatalf("HDEL created = %d, want 1", n)
+	}
+	before := c.HGetAll(ctx, famKey).Val()
+
+	info, ok, err := s.RefreshInfo(ctx, id, d0)
+	if err != nil || !ok || !info.IssuedAt.IsZero() || !info.Active || info.Subject != "alice" {
+		t.Fatalf("RefreshInfo(legacy) = %+v, %v, %v; want found, active, zero IssuedAt", info, ok, err)
+	}
+	req := store.RotateRequest{FamilyID: id, OldDigest: d0, NewDigest: d1, ClientID: "c1",
+		Now: now, ExpiresAt: now.Add(time.Hour), FamilyExpiresAt: now.Add(2 * time.Hour),
+		NotBefore: time.UnixMilli(1)}
+	if res, err := s.Rotate(ctx, req); err != nil || res.Outcome != store.FamilyRevoked {
+		t.Fatalf("Rotate(legacy, NotBefore) = %v, %v; want family_revoked", res.Outcome, err)
+	}
+	if after := c.HGetAll(ctx, famKey).Val(); !maps.Equal(after, before) {
+		t.Fatalf("family record changed by a refused rotation: %q, was %q", after, before)
+	}
+	req.NotBefore = time.Time{}
+	if res, err := s.Rotate(ctx, req); err != nil || res.Outcome != store.Rotated {
+		t.Fatalf("Rotate(legacy) = %v, %v; want rotated", res.Outcome, err)
+	}
+	if info, ok, err := s.RefreshInfo(ctx, id, d1); err != nil || !ok || !info.IssuedAt.IsZero() || !info.Active {
+		t.Fatalf("RefreshInfo(legacy successor) = %+v, %v, %v", info, ok, err)
+	}
+	if c.HExists(ctx, famKey, "created").Val() {
+		t.Fatal("rotation added a creation time to a legacy family")
+	}
+}
+
+// cmdLog records, through a go-redis hook, the commands this store sends
+// (not connection setup nor cluster topology queries): one entry per
+// exchange with a server, single command or pipeline.
+type cmdLog struct {
+	mu        sync.Mutex
+	exchanges []string // "<addr> <cmd> <cmd> ..."
+}
+
+// ours reports whether a command is one the store sends.
+func ours(cmd redis.Cmder) bool {
+	switch cmd.Name() {
+	case "hello", "auth", "client", "select", "cluster", "readonly", "ping", "command":
+		return false
+	}
+	return true
+}
+
+func (l *cmdLog) record(addr string, cmds []redis.Cmder) {
+	var names []string
+	for _, c := range cmds {
+		if ours(c) {
+			names = append(names, c.Name())
+		}
+	}
+	if len(names) > 0 {
+		l.mu.Lock()
+		l.exchanges = append(l.exchanges, addr+" "+strings.Join(names, " "))
+		l.mu.Unlock()
+	}
+}
+
+// take returns the exchanges recorded since the last take, sorted.
+func (l *cmdLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ex := l.exchanges
+	l.exchanges = nil
+	slices.Sort(ex)
+	return ex
+}
+
+// hook returns a hook recording into l as the server at addr.
+func (l *cmdLog) hook(addr string) redis.Hook { return logHook{l, addr} }
+
+type logHook struct {
+	l    *cmdLog
+	addr string
+}
+
+func (h logHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h logHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.l.record(h.addr, []redis.Cmder{cmd})
+		return next(ctx, cmd)
+	}
+}
+
+func (h logHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.l.record(h.addr, cmds)
+		return next(ctx, cmds)
+	}
+}
+
+// TestRedisRoundTrips checks that CheckAccess and RefreshInfo are each one
+// exchange with the server.
+func TestRedisRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	c, prefix := redistest.Start(t)
+	s := store.NewRedis(c, prefix)
+	var log cmdLog
+	c.AddHook(log.hook("redis"))
+	now := time.Now().Truncate(time.Millisecond)
+	id, d := randomHex(), randomHex()
+	err := s.CreateFamily(ctx, store.NewFamily{FamilyID: id, Digest: d, ClientID: "c1", IssuedAt: now,
+		ExpiresAt: now.Add(time.Hour), FamilyExpiresAt: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.take()
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want []string
+	}{
+		{"CheckAccess", func() error { _, err := s.CheckAccess(ctx, "j", id, "c1"); return err },
+			[]string{"redis exists hget get"}},
+		{"CheckAccess without family", func() error { _, err := s.CheckAccess(ctx, "j", "", "c1"); return err },
+			[]string{"redis exists get"}},
+		{"RefreshInfo", func() error { _, _, err := s.RefreshInfo(ctx, id, d); return err },
+			[]string{"redis multi hmget hmget exec"}},
+	} {
+		if err := tc.call(); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := log.take(); !slices.Equal(got, tc.want) {
+			t.Errorf("%s sent %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }

@@ -19,12 +19,15 @@ var ErrUnavailable = errors.New("store unavailable")
 
 // NewFamily describes the first refresh token of a new family.
 type NewFamily struct {
-	FamilyID  string    // random, URL-safe id shared by every token of the family
-	Digest    string    // digest of the refresh token (never the token itself)
-	ClientID  string    // the client the family belongs to
-	Subject   string    // the token subject (client id for client_credentials)
-	Scope     string    // space-separated granted scope
-	IssuedAt  time.Time // when the token was issued
+	FamilyID string // random, URL-safe id shared by every token of the family
+	Digest   string // digest of the refresh token (never the token itself)
+	ClientID string // the client the family belongs to
+	Subject  string // the token subject (client id for client_credentials)
+	Scope    string // space-separated granted scope
+	// IssuedAt is when the token was issued. It is stored as the family's
+	// creation time, which RotateRequest.NotBefore and RefreshInfo.IssuedAt
+	// refer to.
+	IssuedAt  time.Time
 	ExpiresAt time.Time // when the refresh token expires
 	// FamilyExpiresAt is how long the family record must be kept: at least as
 	// long as any token or access token minted from it can be valid.
@@ -47,6 +50,11 @@ type RotateRequest struct {
 	ExpiresAt       time.Time     // expiry of the successor token
 	FamilyExpiresAt time.Time     // see NewFamily.FamilyExpiresAt
 	Grace           time.Duration // refresh_grace; 0 means strict
+	// NotBefore, when non-zero, refuses families created before it (their
+	// NewFamily.IssuedAt; a family stored without a creation time counts as
+	// created at the Unix epoch): Rotate answers FamilyRevoked and changes
+	// nothing. Callers pass the client's ClientRevokedBefore.
+	NotBefore time.Time
 }
 
 // Outcome is the result of a rotation attempt.
@@ -71,7 +79,8 @@ const (
 	ScopeWidened
 	// Replayed: the token was already rotated; the whole family is now revoked.
 	Replayed
-	// FamilyRevoked: the family had been revoked before. Nothing changed.
+	// FamilyRevoked: the family had been revoked before, or was created
+	// before RotateRequest.NotBefore. Nothing changed.
 	FamilyRevoked
 )
 
@@ -142,6 +151,29 @@ type Store interface {
 	RevokeAccessToken(ctx context.Context, jti string, exp time.Time) error
 	// AccessTokenRevoked reports whether the jti was revoked.
 	AccessTokenRevoked(ctx context.Context, jti string) (bool, error)
+	// CheckAccess reports everything that can revoke one access token: its
+	// jti, its refresh family (familyID may be empty for a token without a
+	// family: then no family is read and FamilyRevoked is false; an unknown
+	// family is not revoked either) and its client's revoked-before time.
+	// Each field answers as AccessTokenRevoked, FamilyRevoked and
+	// ClientRevokedBefore would; on Redis it is one pipelined round trip.
+	CheckAccess(ctx context.Context, jti, familyID, clientID string) (AccessState, error)
+	// RevokeClient revokes every token of the client issued before before:
+	// access tokens through ClientRevokedBefore and CheckAccess, refresh
+	// tokens of families created before it through RotateRequest.NotBefore.
+	// The time only ever moves forward (a call with an earlier before keeps
+	// the later one) and is kept for at least keep from now (the longest
+	// lifetime of any token the client holds; a later call with a shorter
+	// keep never shortens it). keep must be positive; a zero before revokes
+	// nothing.
+	RevokeClient(ctx context.Context, clientID string, before time.Time, keep time.Duration) error
+	// ClientRevokedBefore returns the client's revoked-before time, or the
+	// zero time when none is kept.
+	ClientRevokedBefore(ctx context.Context, clientID string) (time.Time, error)
+	// RefreshInfo describes the refresh token with the given digest for
+	// introspection; false when the token (or its family) is unknown or
+	// expired. On Redis it is one round trip.
+	RefreshInfo(ctx context.Context, familyID, digest string) (RefreshInfo, bool, error)
 	// AuthFailures returns the failed client authentications counted for
 	// each key in its current window, and when that window ends.
 	AuthFailures(ctx context.Context, keys []string) ([]FailureCount, error)
@@ -150,6 +182,33 @@ type Store interface {
 	RecordAuthFailure(ctx context.Context, keys []string, window time.Duration) error
 	// Close releases the store's resources.
 	Close() error
+}
+
+// AccessState is what the store knows that can revoke one access token.
+type AccessState struct {
+	JTIRevoked    bool // the token's jti was revoked (RevokeAccessToken)
+	FamilyRevoked bool // the token's refresh family is revoked (false for none or unknown)
+	// ClientRevokedBefore: the client's tokens issued before it are revoked;
+	// zero when none (see RevokeClient).
+	ClientRevokedBefore time.Time
+}
+
+// RefreshInfo describes a stored refresh token for RFC 7662 introspection.
+type RefreshInfo struct {
+	ClientID string
+	Subject  string
+	Scope    string // the token's own scope (narrowed by rotation)
+	// IssuedAt is the creation time of the token's family (the first token's
+	// NewFamily.IssuedAt), not of this token: per-token issue times are not
+	// stored. It is the time RotateRequest.NotBefore and a client's
+	// revoked-before time are compared with. Zero for a family stored
+	// without a creation time.
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+	// Active: the token has not been rotated and its family is not revoked
+	// (expired tokens are not found at all). The caller still compares
+	// IssuedAt with the client's revoked-before time.
+	Active bool
 }
 
 // FailureCount is the failed-authentication count of one key.

@@ -51,6 +51,13 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ConcurrentSameTokenGrace", testConcurrentSameTokenGrace},
 		{"ConcurrentFamilies", testConcurrentFamilies},
 		{"AuthFailures", testAuthFailures},
+		{"CheckAccess", testCheckAccess},
+		{"RevokeClient", testRevokeClient},
+		{"RevokeClientKeep", testRevokeClientKeep},
+		{"RotateNotBefore", testRotateNotBefore},
+		{"RevokeClientThenRotate", testRevokeClientThenRotate},
+		{"RefreshInfo", testRefreshInfo},
+		{"RefreshInfoExpiry", testRefreshInfoExpiry},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -750,5 +757,412 @@ func testAuthFailures(t *testing.T, h *harness) {
 	}
 	if counts, _ = h.s.AuthFailures(ctx, []string{id}); counts[0].Count != 1 {
 		t.Fatalf("new window: %+v", counts)
+	}
+}
+
+// weirdIDs are ids no real token carries, which must still neither fail nor
+// collide with one another or with real ids.
+var weirdIDs = []string{"", " ", "{", "}", "{}", "a}b", "a}:rb", "}:rb", "ü\x00\n\r\t",
+	strings.Repeat("x", 10000), "*", "?", "[a-z]", "\xff\xfe"}
+
+// clientBefore returns ClientRevokedBefore, failing the test on an error.
+func (h *harness) clientBefore(client string) time.Time {
+	h.t.Helper()
+	v, err := h.s.ClientRevokedBefore(context.Background(), client)
+	if err != nil {
+		h.t.Fatalf("ClientRevokedBefore(%q): %v", client, err)
+	}
+	return v
+}
+
+func (h *harness) wantClientBefore(client string, want time.Time) {
+	h.t.Helper()
+	if got := h.clientBefore(client); !got.Equal(want) || got.IsZero() != want.IsZero() {
+		h.t.Fatalf("ClientRevokedBefore(%q) = %v, want %v", client, got, want)
+	}
+}
+
+func (h *harness) revokeClient(client string, before time.Time, keep time.Duration) {
+	h.t.Helper()
+	if err := h.s.RevokeClient(context.Background(), client, before, keep); err != nil {
+		h.t.Fatalf("RevokeClient(%q, %v, %v): %v", client, before, keep, err)
+	}
+}
+
+// wantAccess checks CheckAccess, and that each of its fields agrees with
+// the single-purpose method.
+func (h *harness) wantAccess(jti, familyID, client string, want store.AccessState) {
+	h.t.Helper()
+	ctx := context.Background()
+	got, err := h.s.CheckAccess(ctx, jti, familyID, client)
+	if err != nil {
+		h.t.Fatalf("CheckAccess(%q, %q, %q): %v", jti, familyID, client, err)
+	}
+	if got.JTIRevoked != want.JTIRevoked || got.FamilyRevoked != want.FamilyRevoked ||
+		!got.ClientRevokedBefore.Equal(want.ClientRevokedBefore) ||
+		got.ClientRevokedBefore.IsZero() != want.ClientRevokedBefore.IsZero() {
+		h.t.Fatalf("CheckAccess(%q, %q, %q) = %+v, want %+v", jti, familyID, client, got, want)
+	}
+	if v, err := h.s.AccessTokenRevoked(ctx, jti); err != nil || v != got.JTIRevoked {
+		h.t.Fatalf("AccessTokenRevoked(%q) = %v, %v; CheckAccess says %v", jti, v, err, got.JTIRevoked)
+	}
+	if familyID != "" {
+		if v := h.revoked(familyID); v != got.FamilyRevoked {
+			h.t.Fatalf("FamilyRevoked(%q) = %v; CheckAccess says %v", familyID, v, got.FamilyRevoked)
+		}
+	}
+	if v := h.clientBefore(client); !v.Equal(got.ClientRevokedBefore) {
+		h.t.Fatalf("ClientRevokedBefore(%q) = %v; CheckAccess says %v", client, v, got.ClientRevokedBefore)
+	}
+}
+
+func testCheckAccess(t *testing.T, h *harness) {
+	ctx := context.Background()
+	jti, otherJTI := random(), random()
+	client, otherClient := "c-"+random(), "c-"+random()
+	f := h.create(client, "alice", "read")
+	g := h.create(client, "alice", "read")
+	none := store.AccessState{}
+
+	// Nothing revoked: a live family, no family, an unknown family, ids no
+	// family can have.
+	for _, fam := range append([]string{f.id, random()}, weirdIDs...) {
+		h.wantAccess(jti, fam, client, none)
+	}
+
+	if err := h.s.RevokeAccessToken(ctx, jti, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	h.wantAccess(jti, f.id, client, store.AccessState{JTIRevoked: true})
+	h.wantAccess(otherJTI, f.id, client, none)
+
+	if err := h.s.RevokeFamily(ctx, f.id); err != nil {
+		t.Fatal(err)
+	}
+	h.wantAccess(otherJTI, f.id, client, store.AccessState{FamilyRevoked: true})
+	// A token without a family, or of another family, is not affected.
+	h.wantAccess(otherJTI, "", client, none)
+	h.wantAccess(otherJTI, g.id, client, none)
+
+	before := h.now.Add(-time.Minute)
+	h.revokeClient(client, before, time.Hour)
+	h.wantAccess(otherJTI, g.id, client, store.AccessState{ClientRevokedBefore: before})
+	h.wantAccess(otherJTI, g.id, otherClient, none)
+
+	// Everything at once, in one call.
+	h.wantAccess(jti, f.id, client, store.AccessState{JTIRevoked: true, FamilyRevoked: true, ClientRevokedBefore: before})
+	h.wantAccess(jti, "", client, store.AccessState{JTIRevoked: true, ClientRevokedBefore: before})
+
+	// Weird jtis and client ids answer too, each for itself only.
+	for i, w := range weirdIDs {
+		h.wantAccess(w, "", w, none)
+		if err := h.s.RevokeAccessToken(ctx, w, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		at := h.now.Add(time.Duration(i+1) * time.Second)
+		h.revokeClient(w, at, time.Hour)
+		h.wantAccess(w, g.id, w, store.AccessState{JTIRevoked: true, ClientRevokedBefore: at})
+	}
+	h.wantAccess(otherJTI, g.id, otherClient, none)
+	// The families themselves are unchanged by all of this.
+	h.expect(h.req(f), store.FamilyRevoked)
+	h.next(g)
+}
+
+func testRevokeClient(t *testing.T, h *harness) {
+	ctx := context.Background()
+	c, other := "c-"+random(), "c-"+random()
+	h.wantClientBefore(c, time.Time{})
+
+	t0 := h.now
+	h.revokeClient(c, t0, time.Hour)
+	h.wantClientBefore(c, t0)
+	// An earlier time does not move it back, however long it asks to keep.
+	h.revokeClient(c, t0.Add(-time.Minute), 2*time.Hour)
+	h.wantClientBefore(c, t0)
+	h.revokeClient(c, t0, time.Hour) // idempotent
+	h.wantClientBefore(c, t0)
+	// A later one moves it forward.
+	t1 := t0.Add(time.Minute)
+	h.revokeClient(c, t1, time.Hour)
+	h.wantClientBefore(c, t1)
+	// A zero time revokes nothing, and changes nothing.
+	h.revokeClient(c, time.Time{}, time.Hour)
+	h.wantClientBefore(c, t1)
+	h.revokeClient(other, time.Time{}, time.Hour)
+	h.wantClientBefore(other, time.Time{})
+	// keep must be positive: a programming error, not an outage.
+	for _, keep := range []time.Duration{0, -time.Second} {
+		err := h.s.RevokeClient(ctx, c, t1.Add(time.Hour), keep)
+		if err == nil || errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("RevokeClient with keep %v: err = %v, want a non-ErrUnavailable error", keep, err)
+		}
+	}
+	h.wantClientBefore(c, t1)
+	// A keep below a millisecond still keeps it.
+	h.revokeClient(other, t0, time.Microsecond)
+	if got := h.clientBefore(other); !got.Equal(t0) && !got.IsZero() {
+		t.Fatalf("ClientRevokedBefore after a 1µs keep = %v, want %v or (expired) zero", got, t0)
+	}
+
+	// Weird client ids: each its own record, none colliding.
+	for i, w := range weirdIDs {
+		h.wantClientBefore(w, time.Time{})
+		h.revokeClient(w, t0.Add(time.Duration(i+1)*time.Second), time.Hour)
+	}
+	for i, w := range weirdIDs {
+		h.wantClientBefore(w, t0.Add(time.Duration(i+1)*time.Second))
+	}
+	h.wantClientBefore(c, t1)
+	h.wantClientBefore("a", time.Time{})
+}
+
+// testRevokeClientKeep: a revoked-before time disappears after keep (by
+// the real clock), and a later call extends but never shortens how long it
+// is kept.
+func testRevokeClientKeep(t *testing.T, h *harness) {
+	const short = 300 * time.Millisecond
+	shortOnly, shortened, extended := "c-"+random(), "c-"+random(), "c-"+random()
+	t0 := h.now
+	h.revokeClient(shortOnly, t0, short)
+	h.revokeClient(shortened, t0, time.Hour)
+	h.revokeClient(shortened, t0.Add(-time.Second), short) // neither moves back nor shortens
+	h.revokeClient(extended, t0, short)
+	h.revokeClient(extended, t0.Add(-time.Second), time.Hour) // extends, keeps t0
+	for _, c := range []string{shortOnly, shortened, extended} {
+		h.wantClientBefore(c, t0)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !h.clientBefore(shortOnly).IsZero(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("revoked-before time still kept 5s after its keep")
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // past the short keep of the others too
+	h.wantClientBefore(shortened, t0)
+	h.wantClientBefore(extended, t0)
+	h.wantAccess(random(), "", extended, store.AccessState{ClientRevokedBefore: t0})
+	h.wantAccess(random(), "", shortOnly, store.AccessState{})
+}
+
+// testRotateNotBefore: a family created before RotateRequest.NotBefore is
+// refused as revoked, checked right after the client and before anything
+// else, and nothing changes.
+func testRotateNotBefore(t *testing.T, h *harness) {
+	f0 := h.create("c1", "alice", "read") // created at h.now
+	after := h.now.Add(time.Millisecond)
+
+	r := h.req(f0)
+	r.NotBefore = after
+	h.expect(r, store.FamilyRevoked)
+	// The client check comes first.
+	r.ClientID = "c2"
+	h.expect(r, store.WrongClient)
+	// Before expiry and scope.
+	r = h.req(f0)
+	r.NotBefore = after
+	r.Now = h.now.Add(2 * tokenLife)
+	h.expect(r, store.FamilyRevoked)
+	r = h.req(f0)
+	r.NotBefore = after
+	r.Scope = "read write"
+	h.expect(r, store.FamilyRevoked)
+	// Nothing changed: the family is not revoked, the token not spent.
+	h.wantRevoked(f0.id, false)
+
+	// Created at NotBefore or later is fine; so is a zero NotBefore.
+	r = h.req(f0)
+	r.NotBefore = h.now
+	h.expect(r, store.Rotated)
+	f1 := family{id: f0.id, digest: r.NewDigest, client: "c1"}
+	r = h.req(f1)
+	r.NotBefore = h.now.Add(-time.Hour)
+	h.expect(r, store.Rotated)
+	f2 := family{id: f0.id, digest: r.NewDigest, client: "c1"}
+
+	// Successors count from the family's creation, not their own issue.
+	r = h.req(f2)
+	r.Now = h.now.Add(time.Minute)
+	r.NotBefore = h.now.Add(time.Second)
+	h.expect(r, store.FamilyRevoked)
+	// A spent token is refused as revoked too, not as a replay.
+	r = h.req(f0)
+	r.NotBefore = after
+	h.expect(r, store.FamilyRevoked)
+	h.wantRevoked(f0.id, false)
+	h.next(f2)
+
+	// A family created without an issue time is older than any NotBefore.
+	g := family{id: random(), digest: digest(), client: "c1"}
+	err := h.s.CreateFamily(context.Background(), store.NewFamily{
+		FamilyID: g.id, Digest: g.digest, ClientID: "c1",
+		ExpiresAt: h.now.Add(tokenLife), FamilyExpiresAt: h.now.Add(familyLife),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = h.req(g)
+	r.NotBefore = time.UnixMilli(1)
+	h.expect(r, store.FamilyRevoked)
+	h.next(g)
+}
+
+// testRevokeClientThenRotate: the intended use: a client's revoked-before
+// time passed as NotBefore refuses its older families only.
+func testRevokeClientThenRotate(t *testing.T, h *harness) {
+	ctx := context.Background()
+	old := h.create("c1", "alice", "read")
+	other := h.create("c2", "alice", "read")
+	h.revokeClient("c1", h.now.Add(time.Second), time.Hour)
+	h.now = h.now.Add(2 * time.Second)
+	young := h.create("c1", "alice", "read")
+	for _, tc := range []struct {
+		f    family
+		want store.Outcome
+	}{{old, store.FamilyRevoked}, {young, store.Rotated}, {other, store.Rotated}} {
+		nb, err := h.s.ClientRevokedBefore(ctx, tc.f.client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := h.req(tc.f)
+		r.NotBefore = nb
+		h.expect(r, tc.want)
+	}
+}
+
+func (h *harness) info(familyID, digest string) (store.RefreshInfo, bool) {
+	h.t.Helper()
+	info, ok, err := h.s.RefreshInfo(context.Background(), familyID, digest)
+	if err != nil {
+		h.t.Fatalf("RefreshInfo(%q, %q): %v", familyID, digest, err)
+	}
+	if !ok && info != (store.RefreshInfo{}) {
+		h.t.Fatalf("RefreshInfo(%q, %q) = %+v with false, want the zero value", familyID, digest, info)
+	}
+	return info, ok
+}
+
+func (h *harness) wantInfo(familyID, digest string, want store.RefreshInfo) {
+	h.t.Helper()
+	got, ok := h.info(familyID, digest)
+	if !ok {
+		h.t.Fatalf("RefreshInfo(%q, %q) not found, want %+v", familyID, digest, want)
+	}
+	if got.ClientID != want.ClientID || got.Subject != want.Subject || got.Scope != want.Scope ||
+		!got.IssuedAt.Equal(want.IssuedAt) || got.IssuedAt.IsZero() != want.IssuedAt.IsZero() ||
+		!got.ExpiresAt.Equal(want.ExpiresAt) || got.Active != want.Active {
+		h.t.Fatalf("RefreshInfo(%q, %q) = %+v, want %+v", familyID, digest, got, want)
+	}
+}
+
+func (h *harness) wantNoInfo(familyID, digest string) {
+	h.t.Helper()
+	if got, ok := h.info(familyID, digest); ok {
+		h.t.Fatalf("RefreshInfo(%q, %q) = %+v, want not found", familyID, digest, got)
+	}
+}
+
+func testRefreshInfo(t *testing.T, h *harness) {
+	ctx := context.Background()
+	f0 := h.create("c1", "alice", "read write")
+	want0 := store.RefreshInfo{ClientID: "c1", Subject: "alice", Scope: "read write",
+		IssuedAt: h.now, ExpiresAt: h.now.Add(tokenLife), Active: true}
+	h.wantInfo(f0.id, f0.digest, want0)
+
+	// Rotation: the spent token is inactive, its successor active with its
+	// own scope and expiry and the family's creation time.
+	r := h.req(f0)
+	r.Scope = "read"
+	r.Now = h.now.Add(time.Minute)
+	r.ExpiresAt = h.now.Add(30 * time.Minute)
+	h.expect(r, store.Rotated)
+	f1 := family{id: f0.id, digest: r.NewDigest, client: "c1"}
+	want0.Active = false
+	h.wantInfo(f0.id, f0.digest, want0)
+	want1 := store.RefreshInfo{ClientID: "c1", Subject: "alice", Scope: "read",
+		IssuedAt: h.now, ExpiresAt: r.ExpiresAt, Active: true}
+	h.wantInfo(f1.id, f1.digest, want1)
+
+	// Unknown tokens, families and ids.
+	g := h.create("c2", "bob", "")
+	h.wantInfo(g.id, g.digest, store.RefreshInfo{ClientID: "c2", Subject: "bob",
+		IssuedAt: h.now, ExpiresAt: h.now.Add(tokenLife), Active: true})
+	h.wantNoInfo(f0.id, digest())
+	h.wantNoInfo(random(), f1.digest)
+	h.wantNoInfo(f0.id, g.digest)
+	h.wantNoInfo(g.id, f1.digest)
+	for _, w := range weirdIDs {
+		h.wantNoInfo(w, f1.digest)
+		h.wantNoInfo(f1.id, w)
+		h.wantNoInfo(w, w)
+	}
+
+	// A revoked family: found, inactive.
+	if err := h.s.RevokeFamily(ctx, f0.id); err != nil {
+		t.Fatal(err)
+	}
+	want1.Active = false
+	h.wantInfo(f1.id, f1.digest, want1)
+	h.wantInfo(f0.id, f0.digest, want0)
+	// Reading changed nothing elsewhere.
+	h.wantInfo(g.id, g.digest, store.RefreshInfo{ClientID: "c2", Subject: "bob",
+		IssuedAt: h.now, ExpiresAt: h.now.Add(tokenLife), Active: true})
+	h.next(g)
+
+	// A replay revokes the family: every token inactive.
+	k0 := h.create("c1", "carol", "read")
+	k1 := h.next(k0)
+	h.expect(h.req(k0), store.Replayed)
+	for _, d := range []string{k0.digest, k1.digest} {
+		if info, ok := h.info(k0.id, d); !ok || info.Active {
+			t.Fatalf("RefreshInfo after replay = %+v, %v; want found, inactive", info, ok)
+		}
+	}
+
+	// A family created without an issue time has a zero IssuedAt.
+	m := family{id: random(), digest: digest(), client: "c1"}
+	err := h.s.CreateFamily(ctx, store.NewFamily{
+		FamilyID: m.id, Digest: m.digest, ClientID: "c1", Subject: "dave", Scope: "read",
+		ExpiresAt: h.now.Add(tokenLife), FamilyExpiresAt: h.now.Add(familyLife),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.wantInfo(m.id, m.digest, store.RefreshInfo{ClientID: "c1", Subject: "dave", Scope: "read",
+		ExpiresAt: h.now.Add(tokenLife), Active: true})
+}
+
+// testRefreshInfoExpiry: an expired token is not found (by the real clock,
+// like the stored entries themselves).
+func testRefreshInfoExpiry(t *testing.T, h *harness) {
+	ctx := context.Background()
+	create := func(exp time.Time) family {
+		t.Helper()
+		f := family{id: random(), digest: digest(), client: "c1"}
+		err := h.s.CreateFamily(ctx, store.NewFamily{
+			FamilyID: f.id, Digest: f.digest, ClientID: "c1", Subject: "alice", Scope: "read",
+			IssuedAt: h.now, ExpiresAt: exp, FamilyExpiresAt: h.now.Add(familyLife),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	past := create(time.Now().Add(-time.Second))
+	h.wantNoInfo(past.id, past.digest)
+
+	exp := time.Now().Add(200 * time.Millisecond).Truncate(time.Millisecond)
+	soon := create(exp)
+	h.wantInfo(soon.id, soon.digest, store.RefreshInfo{ClientID: "c1", Subject: "alice", Scope: "read",
+		IssuedAt: h.now, ExpiresAt: exp, Active: true})
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, ok := h.info(soon.id, soon.digest); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("refresh token still found 5s after its expiry")
+		}
+	}
+	if time.Now().Before(exp) {
+		t.Fatalf("refresh token gone at %v, before its expiry %v", time.Now(), exp)
 	}
 }

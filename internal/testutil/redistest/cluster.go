@@ -43,7 +43,8 @@ func StartCluster(t testing.TB) (addrs []string) {
 		}
 	}
 	dir := t.TempDir()
-	deadline := time.Now().Add(clusterTimeout)
+	start := time.Now()
+	deadline := start.Add(clusterTimeout)
 	nodes := make([]*clusterNode, 0, clusterNodes)
 	t.Cleanup(func() {
 		for _, n := range nodes {
@@ -70,6 +71,7 @@ func StartCluster(t testing.TB) (addrs []string) {
 	if err := waitClusterOK(addrs, deadline); err != nil {
 		t.Fatalf("redistest: cluster: %v", err)
 	}
+	t.Logf("redistest: Redis Cluster %v ready in %v", addrs, time.Since(start).Round(time.Millisecond))
 	return addrs
 }
 

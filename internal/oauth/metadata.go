@@ -1,0 +1,81 @@
+package oauth
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// DefaultIntrospectPath is the RFC 7662 endpoint.
+const DefaultIntrospectPath = "/wp-json/moserver/introspect"
+
+// metadata is the RFC 8414 authorization server metadata of what this
+// server answers.
+type metadata struct {
+	Issuer                   string   `json:"issuer"`
+	TokenEndpoint            string   `json:"token_endpoint"`
+	JWKSURI                  string   `json:"jwks_uri"`
+	RevocationEndpoint       string   `json:"revocation_endpoint"`
+	IntrospectionEndpoint    string   `json:"introspection_endpoint"`
+	GrantTypes               []string `json:"grant_types_supported"`
+	TokenAuthMethods         []string `json:"token_endpoint_auth_methods_supported"`
+	RevocationAuthMethods    []string `json:"revocation_endpoint_auth_methods_supported"`
+	IntrospectionAuthMethods []string `json:"introspection_endpoint_auth_methods_supported"`
+	AccessTokenSigningAlgs   []string `json:"access_token_signing_alg_values_supported"`
+	ResponseTypes            []string `json:"response_types_supported"`
+}
+
+// metadataPath is where RFC 8414 §3 puts the metadata of an issuer with a
+// path: /.well-known/oauth-authorization-server inserted before the path.
+func metadataPath(issuer string) string {
+	u, err := url.Parse(issuer)
+	if err != nil {
+		return "/.well-known/oauth-authorization-server"
+	}
+	return "/.well-known/oauth-authorization-server" + strings.TrimSuffix(u.Path, "/")
+}
+
+// buildMetadata serialises the metadata once.
+func (s *Server) buildMetadata() []byte {
+	origin := s.cfg.Issuer
+	if u, err := url.Parse(s.cfg.Issuer); err == nil {
+		origin = u.Scheme + "://" + u.Host
+	}
+	methods := []string{"client_secret_basic", "client_secret_post"}
+	body, _ := json.Marshal(metadata{
+		Issuer:                   s.cfg.Issuer,
+		TokenEndpoint:            origin + s.cfg.TokenPath,
+		JWKSURI:                  origin + s.cfg.JWKSPath,
+		RevocationEndpoint:       origin + s.cfg.RevokePath,
+		IntrospectionEndpoint:    origin + s.cfg.IntrospectPath,
+		GrantTypes:               []string{"client_credentials", "refresh_token"},
+		TokenAuthMethods:         methods,
+		RevocationAuthMethods:    methods,
+		IntrospectionAuthMethods: methods,
+		AccessTokenSigningAlgs:   s.cfg.Signer.Algorithms(),
+		ResponseTypes:            []string{},
+	})
+	return body
+}
+
+func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+	case http.MethodOptions:
+		return false
+	default:
+		writeError(w, errMethod("GET, HEAD"))
+		return true
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=UTF-8")
+	h.Set("Cache-Control", "public, max-age=300")
+	h.Set("Content-Length", strconv.Itoa(len(s.metadata)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(s.metadata)
+	}
+	return true
+}
