@@ -83,15 +83,32 @@ func (s *Redis) AuthFailures(ctx context.Context, keys []string) ([]FailureCount
 	return out, nil
 }
 
-// RecordAuthFailure implements Store: INCR, and an expiry set only by the
-// first failure of a window (PEXPIRE NX), in one pipelined round trip.
+// failScript counts one failure on one key and starts its window with the
+// first: INCR and the expiry are one atomic step, so a dropped connection
+// can never leave a count without an expiry. KEYS fail key; ARGV window ms.
+var failScript = redis.NewScript(`
+local n = redis.call('INCR', KEYS[1])
+if n == 1 or redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n`)
+
+// RecordAuthFailure implements Store: one single-key script per key (the
+// keys are in different Cluster slots), pipelined into one round trip.
 func (s *Redis) RecordAuthFailure(ctx context.Context, keys []string, window time.Duration) error {
+	ms := max(window.Milliseconds(), 1)
 	pipe := s.c.Pipeline()
 	for _, k := range keys {
-		pipe.Incr(ctx, s.failKey(k))
-		pipe.Do(ctx, "PEXPIRE", s.failKey(k), max(window.Milliseconds(), 1), "NX")
+		failScript.EvalSha(ctx, pipe, []string{s.failKey(k)}, ms)
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	_, err := pipe.Exec(ctx)
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// First use on this server: load the script and send again.
+		pipe = s.c.Pipeline()
+		for _, k := range keys {
+			failScript.Eval(ctx, pipe, []string{s.failKey(k)}, ms)
+		}
+		_, err = pipe.Exec(ctx)
+	}
+	if err != nil {
 		return unavailable("record auth failure", err)
 	}
 	return nil
