@@ -56,6 +56,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	case grantAuthorizationCode:
 		restoreBody(r, body)
+		s.cfg.Events.PassedThrough()
 		return false
 	default:
 		if s.cfg.RejectUnknownGrants {
@@ -63,6 +64,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) bool {
 			return true
 		}
 		restoreBody(r, body)
+		s.cfg.Events.PassedThrough()
 		return false
 	}
 
@@ -73,13 +75,19 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) bool {
 		outcome = e.Code
 		writeError(w, e)
 	}
-	if ce := s.log.Check(zap.DebugLevel, "token request"); ce != nil {
+	elapsed := time.Since(start)
+	s.cfg.Events.TokenRequest(grant, outcome, elapsed)
+	level := zap.DebugLevel
+	if s.cfg.LogRequests {
+		level = zap.InfoLevel
+	}
+	if ce := s.log.Check(level, "token request"); ce != nil {
 		clientID := ""
 		if client != nil {
 			clientID = client.ID
 		}
 		ce.Write(zap.String("client_id", clientID), zap.String("grant_type", grant),
-			zap.String("outcome", outcome), zap.Duration("duration", time.Since(start)))
+			zap.String("outcome", outcome), zap.Duration("duration", elapsed))
 	}
 	return true
 }
@@ -208,6 +216,8 @@ func (s *Server) refresh(ctx context.Context, c *clients.Client, p params) (*tok
 			return nil, errInvalidGrant(descInvalidRefresh)
 		}
 	case store.Replayed:
+		s.cfg.Events.ReplayDetected()
+		s.cfg.Events.FamilyRevoked()
 		s.log.Warn("refresh token replay: family revoked",
 			zap.String("client_id", c.ID), zap.String("family", familyID))
 		return nil, errInvalidGrant(descInvalidRefresh)

@@ -60,6 +60,7 @@ func (s *Server) throttled(ctx context.Context, keys []string) *Error {
 	if wait == 0 {
 		return nil
 	}
+	s.cfg.Events.RateLimited()
 	secs := int((wait + time.Second - 1) / time.Second)
 	return &Error{Status: http.StatusTooManyRequests, Code: "temporarily_unavailable", RetryAfter: secs,
 		Description: "Too many failed client authentications; retry after " + strconv.Itoa(secs) + " seconds"}

@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-moserver/caddy-moserver/internal/store"
 	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
 )
 
@@ -33,12 +34,14 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, p params) {
 	}
 	client, e := s.authenticate(r.Context(), r, p)
 	if e != nil {
+		s.cfg.Events.Revocation(e.Code)
 		writeError(w, e)
 		return
 	}
 	allowCORS(w, r, client)
 	token := p.get("token")
 	if token == "" {
+		s.cfg.Events.Revocation("invalid_request")
 		writeError(w, errInvalidRequest(descMissingToken))
 		return
 	}
@@ -46,7 +49,10 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, p params) {
 	defer cancel()
 	var err error
 	if familyID, ok := tokens.ParseRefresh(token); ok {
-		_, err = s.cfg.Store.RevokeRefresh(ctx, familyID, tokens.Digest(token), client.ID)
+		var out store.RevokeOutcome
+		if out, err = s.cfg.Store.RevokeRefresh(ctx, familyID, tokens.Digest(token), client.ID); out == store.FamilyRevokedNow {
+			s.cfg.Events.FamilyRevoked()
+		}
 	} else if s.cfg.WordPress != nil && isPluginToken(token) {
 		err = s.revokePluginRefresh(ctx, client.ID, token)
 	} else if claims, verr := s.cfg.Signer.Verify(token, s.cfg.Now()); verr == nil && claims.ClientID == client.ID {
@@ -54,9 +60,11 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, p params) {
 	}
 	if err != nil {
 		s.log.Error("revocation could not be stored", zap.String("client_id", client.ID), errField(err))
+		s.cfg.Events.Revocation("temporarily_unavailable")
 		writeError(w, errUnavailable())
 		return
 	}
+	s.cfg.Events.Revocation("revoked")
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set("Pragma", "no-cache")

@@ -74,6 +74,10 @@ type Config struct {
 	Store   store.Store      // required
 	Signer  *tokens.Signer   // required
 	Logger  *zap.Logger      // optional
+	// LogRequests logs every token request at INFO (DEBUG otherwise).
+	LogRequests bool
+	// Events receives counters for metrics (optional).
+	Events Events
 	// Now returns the current time; time.Now when nil (tests set it).
 	Now func() time.Time
 }
@@ -146,6 +150,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Events == nil {
+		cfg.Events = noEvents{}
 	}
 	log := cfg.Logger
 	if log == nil {
