@@ -96,20 +96,21 @@ return n`)
 func (s *Redis) RecordAuthFailure(ctx context.Context, keys []string, window time.Duration) error {
 	ms := max(window.Milliseconds(), 1)
 	pipe := s.c.Pipeline()
-	for _, k := range keys {
-		failScript.EvalSha(ctx, pipe, []string{s.failKey(k)}, ms)
+	cmds := make([]*redis.Cmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = failScript.EvalSha(ctx, pipe, []string{s.failKey(k)}, ms)
 	}
-	_, err := pipe.Exec(ctx)
-	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		// First use on this server: load the script and send again.
-		pipe = s.c.Pipeline()
-		for _, k := range keys {
-			failScript.Eval(ctx, pipe, []string{s.failKey(k)}, ms)
+	_, _ = pipe.Exec(ctx) // errors are read per command below
+	for i, cmd := range cmds {
+		err := cmd.Err()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// First use on that node: Run loads the script. Only this key is
+			// sent again, so no failure is counted twice.
+			err = failScript.Run(ctx, s.c, []string{s.failKey(keys[i])}, ms).Err()
 		}
-		_, err = pipe.Exec(ctx)
-	}
-	if err != nil {
-		return unavailable("record auth failure", err)
+		if err != nil {
+			return unavailable("record auth failure", err)
+		}
 	}
 	return nil
 }
