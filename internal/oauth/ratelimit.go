@@ -7,9 +7,12 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/store"
 )
 
 // Defaults of the failed-authentication budget.
@@ -21,6 +24,67 @@ const (
 // limiterPause is how long the budget is not checked after the store failed
 // to answer, so that client credentials stay fast during a store outage.
 const limiterPause = 5 * time.Second
+
+// cleanFor is how long a counter the store reported at zero is trusted
+// without asking again, on this instance, until this instance sees a failure
+// for it. It keeps the store off the path of well-behaved clients; across N
+// instances it lets an attacker at most about N attempts past the budget.
+const cleanFor = time.Second
+
+// cleanKeys remembers failure counters that were at zero a moment ago.
+type cleanKeys struct {
+	mu    sync.Mutex
+	until map[string]int64 // key -> Unix ns until which it is trusted
+}
+
+// maxCleanKeys bounds the memory of cleanKeys; expired entries are dropped
+// when it is reached.
+const maxCleanKeys = 100_000
+
+// allClean reports whether every key was seen at zero within cleanFor.
+func (c *cleanKeys) allClean(keys []string, now int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, k := range keys {
+		if c.until[k] <= now {
+			return false
+		}
+	}
+	return true
+}
+
+// remember notes the keys whose count is zero.
+func (c *cleanKeys) remember(keys []string, counts []store.FailureCount, now int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.until == nil {
+		c.until = make(map[string]int64)
+	}
+	if len(c.until) >= maxCleanKeys {
+		for k, t := range c.until {
+			if t <= now {
+				delete(c.until, k)
+			}
+		}
+		if len(c.until) >= maxCleanKeys {
+			clear(c.until)
+		}
+	}
+	for i, k := range keys {
+		if i < len(counts) && counts[i].Count == 0 {
+			c.until[k] = now + int64(cleanFor)
+		}
+	}
+}
+
+// forget drops keys, after a failure.
+func (c *cleanKeys) forget(keys []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, k := range keys {
+		delete(c.until, k)
+	}
+}
 
 // failureKeys are the counters a failed authentication of this client id
 // from this request's address goes to: one per client id (hashed, so an
@@ -38,11 +102,12 @@ func (s *Server) throttled(ctx context.Context, keys []string) *Error {
 	if s.cfg.AuthFailureLimit < 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-	defer cancel()
-	if time.Now().UnixNano() < s.limiterPausedUntil.Load() {
+	now := time.Now().UnixNano()
+	if now < s.limiterPausedUntil.Load() || s.clean.allClean(keys, now) {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	defer cancel()
 	counts, err := s.cfg.Store.AuthFailures(ctx, keys)
 	if err != nil {
 		// Do not make every authentication wait for a store that is down.
@@ -51,6 +116,7 @@ func (s *Server) throttled(ctx context.Context, keys []string) *Error {
 			zap.Duration("pause", limiterPause), errField(err))
 		return nil
 	}
+	s.clean.remember(keys, counts, now)
 	var wait time.Duration
 	for _, c := range counts {
 		if c.Count >= int64(s.cfg.AuthFailureLimit) {
@@ -71,6 +137,7 @@ func (s *Server) recordFailure(ctx context.Context, keys []string) {
 	if s.cfg.AuthFailureLimit < 0 {
 		return
 	}
+	s.clean.forget(keys)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
 	defer cancel()
 	if time.Now().UnixNano() < s.limiterPausedUntil.Load() {

@@ -1,7 +1,9 @@
 package oauth
 
 import (
+	"context"
 	"net/url"
+	"sync"
 	"strconv"
 	"testing"
 	"time"
@@ -42,4 +44,43 @@ func TestFailedAuthenticationBudget(t *testing.T) {
 		time.Sleep(2100 * time.Millisecond)
 		wantToken(t, f.postFrom("203.0.113.1", ccForm()))
 	})
+}
+
+// countingStore counts the failure-budget reads of a real store.
+type countingStore struct {
+	store.Store
+	mu    sync.Mutex
+	reads int
+}
+
+func (c *countingStore) AuthFailures(ctx context.Context, keys []string) ([]store.FailureCount, error) {
+	c.mu.Lock()
+	c.reads++
+	c.mu.Unlock()
+	return c.Store.AuthFailures(ctx, keys)
+}
+
+// Well-behaved clients do not pay a store round trip per request for the
+// budget; a failure makes the next attempt read the store again.
+func TestBudgetReadsAreCached(t *testing.T) {
+	mem := store.NewMemory()
+	t.Cleanup(func() { _ = mem.Close() })
+	cs := &countingStore{Store: mem}
+	f := newFixture(t, cs, func(c *Config) { c.AuthFailureLimit = 2 })
+	other := url.Values{"grant_type": {"client_credentials"}, "client_id": {noRefreshID}, "client_secret": {noRefreshSec}}
+	for range 20 {
+		wantToken(t, f.postFrom("203.0.113.5", other))
+	}
+	if cs.reads != 1 {
+		t.Fatalf("%d budget reads for 20 good requests, want 1", cs.reads)
+	}
+	wrong := url.Values{"grant_type": {"client_credentials"}, "client_id": {noRefreshID}, "client_secret": {"x"}}
+	wantError(t, f.postFrom("203.0.113.5", wrong), 401, "invalid_client")
+	wantError(t, f.postFrom("203.0.113.5", wrong), 401, "invalid_client")
+	wantError(t, f.postFrom("203.0.113.5", other), 429, "temporarily_unavailable")
+	// The first wrong attempt was inside the trusted second; each attempt
+	// after a failure reads the store again.
+	if cs.reads != 3 {
+		t.Fatalf("%d budget reads, want 3", cs.reads)
+	}
 }

@@ -100,6 +100,8 @@ type Server struct {
 	// limiterPausedUntil (Unix ns) skips the failure budget while the store
 	// is failing.
 	limiterPausedUntil atomic.Int64
+	// clean remembers failure counters recently seen at zero.
+	clean cleanKeys
 }
 
 // New checks cfg, fills in defaults and returns a Server.
