@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -229,4 +230,28 @@ func TestWordPressDropIn(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 	})
+}
+
+// TestWordPressUserJWT: with user_access_tokens jwt, a WordPress user's
+// access token is one of our JWTs (sub = the user id), and no row is written.
+func TestWordPressUserJWT(t *testing.T) {
+	wp := newWordPress(t)
+	s := startWordPressSite(t, wp, redisOptionFor(redisURL(t), redistest.Prefix(t)), "user_access_tokens jwt")
+	token := mariadbtest.RandomToken(t)
+	mariadbtest.InsertRefreshToken(t, wp.db, "wp_", token, clientID, wp.user, time.Now().Add(time.Hour), "profile")
+	at := mustToken(t, s.form(t, tokenPath, refreshValues(token))).str("access_token")
+	if hex32.MatchString(at) || strings.Count(at, ".") != 2 {
+		t.Fatalf("want a JWT, got %q", at)
+	}
+	tok, err := jwt.ParseString(at, jwt.WithVerify(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.Subject() != fmt.Sprint(wp.user) {
+		t.Errorf("sub %q, want the user id", tok.Subject())
+	}
+	var rows int
+	if err := wp.db.QueryRow("SELECT COUNT(*) FROM wp_moos_oauth_access_tokens").Scan(&rows); err != nil || rows != 0 {
+		t.Errorf("%d access-token rows written (%v)", rows, err)
+	}
 }
