@@ -47,6 +47,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		audience          <aud>
 //		unknown_grants    passthrough | reject
 //		auth_failure_limit <count> [<window>] | off
+//		log_requests
 //		wordpress <dsn> {
 //			table_prefix       <prefix>
 //			refresh_interval   <duration>
@@ -111,6 +112,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.SigningKeys = append(h.SigningKeys, k)
 		case "auth_failure_limit":
 			err = h.unmarshalAuthFailureLimit(d)
+		case "log_requests":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.LogRequests = true
 		case "wordpress":
 			err = h.unmarshalWordPress(d)
 		case "client":

@@ -170,3 +170,27 @@ func TestAdaptOrdersBeforePHP(t *testing.T) {
 func caddyfileAdapter() caddyfile.Adapter {
 	return caddyfile.Adapter{ServerType: httpcaddyfile.ServerType{}}
 }
+
+func TestCaddyfileLogRequests(t *testing.T) {
+	var h Handler
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("moserver {\n issuer https://x.example\n log_requests\n}")); err != nil {
+		t.Fatal(err)
+	}
+	if !h.LogRequests {
+		t.Fatal("log_requests not set")
+	}
+	if b, _ := json.Marshal(h); !strings.Contains(string(b), `"log_requests":true`) {
+		t.Errorf("JSON: %s", b)
+	}
+	var off Handler
+	if err := off.UnmarshalCaddyfile(caddyfile.NewTestDispenser("moserver {\n issuer https://x.example\n}")); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := json.Marshal(off); off.LogRequests || strings.Contains(string(b), "log_requests") {
+		t.Errorf("log_requests is on by default: %s", b)
+	}
+	err := new(Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser("moserver {\n log_requests yes\n}"))
+	if err == nil || !strings.Contains(err.Error(), "wrong argument count") {
+		t.Errorf("log_requests with an argument: %v", err)
+	}
+}

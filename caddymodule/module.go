@@ -84,6 +84,9 @@ type Handler struct {
 	// WordPress, when set, reads clients and the plugin's refresh tokens from
 	// the WordPress database.
 	WordPress *WordPressConfig `json:"wordpress,omitempty"`
+	// LogRequests logs one line per token request at INFO (client id, grant,
+	// outcome, duration; never a secret or token); DEBUG otherwise.
+	LogRequests bool `json:"log_requests,omitempty"`
 
 	server   *oauth.Server
 	shared   *sharedServer
@@ -170,6 +173,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	events, err := newMetricsEvents(ctx.GetMetricsRegistry())
+	if err != nil {
+		return err
+	}
 	st, key, err := acquireStore(h.Storage, h.keyPrefix(), repl, h.logger)
 	if err != nil {
 		return err
@@ -205,12 +212,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Store:               st,
 		Signer:              signer,
 		Logger:              h.logger,
+		LogRequests:         h.LogRequests,
+		Events:              events,
 	})
 	if err != nil {
 		return fmt.Errorf("moserver: %w", err)
 	}
 	h.shared = &sharedServer{issuer: issuer, audiences: h.audiences(issuer, repl), signer: signer, store: st,
 		storeTimeout: time.Duration(h.StoreTimeout)}
+	shareOps(h.shared, opsInfo{keep: h.longestTokenLifetime()})
 	share(h.shared)
 	return nil
 }
@@ -398,6 +408,7 @@ func (h *Handler) Cleanup() error {
 	var errs []error
 	if h.shared != nil {
 		unshare(h.shared)
+		unshareOps(h.shared)
 	}
 	if h.wp != nil {
 		errs = append(errs, h.wp.close())

@@ -3,8 +3,8 @@ package oauth
 import (
 	"context"
 	"net/url"
-	"sync"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
