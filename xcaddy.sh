@@ -327,6 +327,7 @@ cmd_test() {
 # BENCH_FAMILIES (1000000), BENCH_TOKENS (pre-issued refresh tokens; estimated),
 # BENCH_CORE=0 (skip the go test -bench allocs check), BENCH_KEEP=1 (keep the temp dir).
 cmd_bench() {
+	log "uptime before the build: $(uptime 2>/dev/null || cat /proc/loadavg)"
 	if ! command -v redis-server >/dev/null 2>&1; then
 		[[ "$(id -u)" -eq 0 ]] || die "redis-server not found; install it with: sudo apt-get install -y redis-server"
 		log "installing redis-server"

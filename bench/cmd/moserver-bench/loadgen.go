@@ -1,0 +1,345 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// stream is the request stream of one row: POSTs of form bodies to one URL.
+type stream struct {
+	url    string
+	header http.Header // shared read-only by every request of the row
+	// body is sent by every request when bodies is nil.
+	body []byte
+	// bodies, when non-nil, makes request i send bodies[i]; the row ends
+	// early when they run out (each body is sent at most once).
+	bodies [][]byte
+	// limit, when > 0 and bodies is nil, caps the number of requests.
+	limit int
+	// onOK, if set, is called from the worker goroutines with the index and
+	// the body of every 2xx response (the body is only valid during the call).
+	onOK func(i int, body []byte)
+}
+
+// supply is how many requests the stream allows (0: unlimited).
+func (s *stream) supply() int {
+	if s.bodies != nil {
+		return len(s.bodies)
+	}
+	return s.limit
+}
+
+func (s *stream) bodyFor(i int) []byte {
+	if s.bodies != nil {
+		return s.bodies[i]
+	}
+	return s.body
+}
+
+// sample is one completed request.
+type sample struct {
+	end    time.Duration // completion, since the start of the row
+	lat    time.Duration
+	status int // 0 for a transport error
+}
+
+// cpuSnap is the CPU time used so far by the processes a row watches.
+type cpuSnap struct {
+	caddy, redis, self time.Duration
+	machine            time.Duration // busy time of all cores
+	at                 time.Time
+}
+
+// loadResult is what one run of a stream measured inside its window.
+type loadResult struct {
+	OK        int           // 2xx responses completed in the window
+	Errors    int           // non-2xx responses and transport errors in the window
+	Window    time.Duration // length of the measurement window
+	Attempted int           // requests started overall (warm-up included)
+	Exhausted bool          // the stream's supply ran out before the deadline
+	RPS       float64       // OK / Window
+	P50, P90  time.Duration // over the 2xx responses of the window
+	P99, Max  time.Duration
+	// ErrorKinds counts errors (warm-up included) by a short description.
+	ErrorKinds  map[string]int
+	WarmErrors  int
+	CPU0, CPU1  cpuSnap // at the start and the end of the window
+	hasCPUSnaps bool
+}
+
+// generator runs streams with a fixed number of keep-alive HTTP/1.1 workers
+// (a closed loop: each worker sends its next request when the previous one
+// is answered).
+type generator struct {
+	concurrency int
+	// cpu, if set, is sampled at the start and end of each window.
+	cpu func() cpuSnap
+}
+
+// newTransport returns an HTTP/1.1 keep-alive transport that holds one
+// connection per worker and never proxies or compresses.
+func newTransport(concurrency int) *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          0, // no global limit
+		MaxIdleConnsPerHost:   concurrency,
+		MaxConnsPerHost:       concurrency,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		DisableCompression:    true,
+		ForceAttemptHTTP2:     false,
+		WriteBufferSize:       8 << 10,
+		ReadBufferSize:        8 << 10,
+	}
+}
+
+// errSupplyInWarmup means a stream's bodies ran out before its window began.
+var errSupplyInWarmup = errors.New("the pre-issued supply ran out during the warm-up")
+
+// run sends s for warm (not measured) and then for dur (measured), or until
+// its supply runs out, and returns what it measured. Requests are never cut
+// off: at the deadline the workers stop starting new ones. Only requests
+// completed inside the window count; when the supply runs out the window ends
+// at that moment.
+func (g *generator) run(ctx context.Context, s *stream, warm, dur time.Duration) (*loadResult, error) {
+	tr := newTransport(g.concurrency)
+	defer tr.CloseIdleConnections()
+
+	supply := s.supply()
+	start := time.Now()
+	measureAt := warm
+	deadline := warm + dur
+
+	var (
+		next        atomic.Int64
+		exhaustedAt atomic.Int64 // since start, 0 if never
+		exhausted   = make(chan struct{})
+		exhaustOnce sync.Once
+		mu          sync.Mutex
+		kinds       = map[string]int{}
+		perWorker   = make([][]sample, g.concurrency)
+		wg          sync.WaitGroup
+	)
+	markExhausted := func() {
+		exhaustOnce.Do(func() {
+			exhaustedAt.Store(int64(time.Since(start)))
+			close(exhausted)
+		})
+	}
+
+	// The CPU sampler snapshots at the start and the end of the window.
+	res := &loadResult{ErrorKinds: kinds}
+	cpuDone := make(chan struct{})
+	if g.cpu != nil {
+		go func() {
+			defer close(cpuDone)
+			select {
+			case <-time.After(time.Until(start.Add(measureAt))):
+			case <-ctx.Done():
+				return
+			case <-exhausted:
+				return
+			}
+			res.CPU0 = g.cpu()
+			select {
+			case <-time.After(time.Until(start.Add(deadline))):
+			case <-ctx.Done():
+				return
+			case <-exhausted:
+			}
+			res.CPU1 = g.cpu()
+			res.hasCPUSnaps = true
+		}()
+	} else {
+		close(cpuDone)
+	}
+
+	for w := range g.concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			samples := make([]sample, 0, 4096)
+			var buf bytes.Buffer
+			buf.Grow(4 << 10)
+			for ctx.Err() == nil && time.Since(start) < deadline {
+				i := int(next.Add(1) - 1)
+				if supply > 0 && i >= supply {
+					markExhausted()
+					break
+				}
+				req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(s.bodyFor(i)))
+				if err != nil {
+					mu.Lock()
+					kinds["building the request: "+err.Error()]++
+					mu.Unlock()
+					break
+				}
+				req.Header = s.header
+				t0 := time.Now()
+				resp, err := tr.RoundTrip(req)
+				status := 0
+				buf.Reset()
+				if err == nil {
+					status = resp.StatusCode
+					_, err = buf.ReadFrom(resp.Body)
+					resp.Body.Close()
+				}
+				t1 := time.Now()
+				if ctx.Err() != nil {
+					break // interrupted: this request does not count
+				}
+				if err != nil {
+					status = 0
+				}
+				samples = append(samples, sample{end: t1.Sub(start), lat: t1.Sub(t0), status: status})
+				switch {
+				case err != nil:
+					mu.Lock()
+					kinds["transport: "+shortErr(err)]++
+					mu.Unlock()
+				case status < 200 || status > 299:
+					mu.Lock()
+					kinds[fmt.Sprintf("HTTP %d %s", status, errorCode(buf.Bytes()))]++
+					mu.Unlock()
+				case s.onOK != nil:
+					s.onOK(i, buf.Bytes())
+				}
+			}
+			perWorker[w] = samples
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	<-cpuDone
+
+	windowEnd := deadline
+	if at := time.Duration(exhaustedAt.Load()); at > 0 && at < deadline {
+		res.Exhausted = true
+		windowEnd = at
+	}
+	res.Attempted = int(next.Load())
+	if supply > 0 {
+		res.Attempted = min(res.Attempted, supply)
+	}
+	if windowEnd <= measureAt {
+		return res, errSupplyInWarmup
+	}
+	res.Window = windowEnd - measureAt
+
+	var lats []time.Duration
+	for _, ws := range perWorker {
+		for _, sm := range ws {
+			bad := sm.status < 200 || sm.status > 299
+			if sm.end <= measureAt {
+				if bad {
+					res.WarmErrors++
+				}
+				continue
+			}
+			if sm.end > windowEnd {
+				continue
+			}
+			if bad {
+				res.Errors++
+				continue
+			}
+			res.OK++
+			lats = append(lats, sm.lat)
+		}
+	}
+	res.RPS = float64(res.OK) / res.Window.Seconds()
+	slices.Sort(lats)
+	res.P50 = percentile(lats, 0.50)
+	res.P90 = percentile(lats, 0.90)
+	res.P99 = percentile(lats, 0.99)
+	if len(lats) > 0 {
+		res.Max = lats[len(lats)-1]
+	}
+	return res, nil
+}
+
+// percentile returns the nearest-rank p-quantile of sorted (0 if empty).
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// errorCode extracts the OAuth "error" member of a JSON error body, or the
+// first bytes of any other body.
+func errorCode(body []byte) string {
+	if v := jsonString(body, "error"); v != "" {
+		return v
+	}
+	b := strings.TrimSpace(string(body))
+	if len(b) > 60 {
+		b = b[:60] + "…"
+	}
+	return b
+}
+
+// jsonString finds "name":"value" in a flat JSON object and returns value
+// (without unescaping: the values looked up here never need it).
+func jsonString(body []byte, name string) string {
+	key := `"` + name + `":"`
+	i := bytes.Index(body, []byte(key))
+	if i < 0 {
+		return ""
+	}
+	rest := body[i+len(key):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 {
+		return ""
+	}
+	return string(rest[:j])
+}
+
+// shortErr keeps transport errors groupable: the innermost message only.
+func shortErr(err error) string {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			break
+		}
+		err = u
+	}
+	if errors.Is(err, io.EOF) {
+		return "EOF"
+	}
+	return err.Error()
+}
+
+// describeErrors renders error kinds, most frequent first.
+func describeErrors(kinds map[string]int) []string {
+	type kv struct {
+		k string
+		n int
+	}
+	var all []kv
+	for k, n := range kinds {
+		all = append(all, kv{k, n})
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].n > all[j].n || all[i].n == all[j].n && all[i].k < all[j].k })
+	out := make([]string, 0, len(all))
+	for _, e := range all {
+		out = append(out, fmt.Sprintf("%d× %s", e.n, e.k))
+	}
+	return out
+}

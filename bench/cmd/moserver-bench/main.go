@@ -1,0 +1,162 @@
+// Command moserver-bench is the end-to-end load benchmark of issue 5. In one
+// invocation, on one machine and over loopback only, it
+//
+//   - starts a private redis-server (no persistence) and the built Caddy
+//     (./caddy) with a generated Caddyfile: a ceiling site answering a static
+//     token-sized JSON body with `respond`, and one moserver site per signing
+//     algorithm (ES256, EdDSA, HS256, RS256, keys made with the module's own
+//     tokens.GenerateKey), each with `storage redis`;
+//   - drives every row with its own Go load generator: a fixed number of
+//     keep-alive HTTP/1.1 workers (closed loop), a warm-up, then a measured
+//     window, recording every latency;
+//   - runs the rows: the ceiling; client_credentials with each algorithm;
+//     client_credentials issuing refresh tokens (which pre-issues the tokens
+//     of the next rows); refresh with rotation (each token used once);
+//     revocation (each token revoked once); client_credentials after
+//     1,000,000 live refresh families were written into Redis; and the
+//     ceiling again at the end;
+//   - measures the RSA-signing bound (cores ÷ the CPU time of one RSA-2048
+//     PKCS#1 v1.5 SHA-256 signature, with the RS256 site's key) and, with
+//     `go test -bench`, the allocations of the core client_credentials path;
+//   - records the CPU time per request of Caddy, Redis and the generator, and
+//     how much of the machine other processes used, in every window;
+//   - prints the table with each row's ratio to the ceiling of the same run
+//     and the targets of issue 5, and writes results.md, results.json,
+//     results.svg and results.png;
+//   - stops everything it started, also on Ctrl-C or failure.
+//
+// Run it through `./xcaddy.sh bench`, which builds ./caddy first. Knobs (all
+// optional, environment): BENCH_DURATION (measured time per row, default
+// 10s), BENCH_WARMUP (2s), BENCH_CONCURRENCY (64), BENCH_FAMILIES
+// (1000000), BENCH_TOKENS (refresh tokens to pre-issue; default estimated
+// from the measured rates), BENCH_CORE=0 (skip the go test benchmark),
+// BENCH_KEEP=1 (keep the temporary directory with the Caddyfile, keys and
+// logs).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// config is what one run does.
+type config struct {
+	caddyBin    string
+	outDir      string
+	repo        string
+	warmup      time.Duration
+	duration    time.Duration
+	concurrency int
+	families    int
+	tokens      int // 0: estimate
+	coreBench   bool
+	keep        bool
+}
+
+// loadConfig reads the flags and the BENCH_* environment variables.
+func loadConfig(args []string) (config, error) {
+	cfg := config{
+		warmup:      2 * time.Second,
+		duration:    10 * time.Second,
+		concurrency: 64,
+		families:    1_000_000,
+		coreBench:   true,
+	}
+	fs := flag.NewFlagSet("moserver-bench", flag.ContinueOnError)
+	fs.StringVar(&cfg.caddyBin, "caddy", "./caddy", "the Caddy binary built with the moserver module")
+	fs.StringVar(&cfg.outDir, "out", "bench", "directory for results.{md,json,svg,png}")
+	fs.StringVar(&cfg.repo, "repo", ".", "repository root (for the go test benchmark)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	var err error
+	if cfg.duration, err = envDuration("BENCH_DURATION", cfg.duration); err != nil {
+		return cfg, err
+	}
+	if cfg.warmup, err = envDuration("BENCH_WARMUP", cfg.warmup); err != nil {
+		return cfg, err
+	}
+	if cfg.concurrency, err = envInt("BENCH_CONCURRENCY", cfg.concurrency); err != nil {
+		return cfg, err
+	}
+	if cfg.families, err = envInt("BENCH_FAMILIES", cfg.families); err != nil {
+		return cfg, err
+	}
+	if cfg.tokens, err = envInt("BENCH_TOKENS", 0); err != nil {
+		return cfg, err
+	}
+	cfg.coreBench = os.Getenv("BENCH_CORE") != "0"
+	cfg.keep = os.Getenv("BENCH_KEEP") == "1"
+	switch {
+	case cfg.duration <= 0 || cfg.warmup < 0:
+		return cfg, errors.New("BENCH_DURATION must be > 0 and BENCH_WARMUP ≥ 0")
+	case cfg.concurrency < 1 || cfg.concurrency > 4096:
+		return cfg, errors.New("BENCH_CONCURRENCY must be in 1..4096")
+	case cfg.families < 0:
+		return cfg, errors.New("BENCH_FAMILIES must be ≥ 0")
+	}
+	for _, p := range []*string{&cfg.caddyBin, &cfg.outDir, &cfg.repo} {
+		if *p, err = filepath.Abs(*p); err != nil {
+			return cfg, err
+		}
+	}
+	return cfg, nil
+}
+
+// envDuration parses a Go duration ("10s", "1m") or plain seconds ("10").
+func envDuration(name string, def time.Duration) (time.Duration, error) {
+	v := strings.TrimSpace(os.Getenv(name))
+	if v == "" {
+		return def, nil
+	}
+	if s, err := strconv.ParseFloat(v, 64); err == nil {
+		return time.Duration(s * float64(time.Second)), nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q: want a duration such as 10s", name, v)
+	}
+	return d, nil
+}
+
+// envInt parses an integer variable (underscores allowed: 1_000_000).
+func envInt(name string, def int) (int, error) {
+	v := strings.TrimSpace(os.Getenv(name))
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(strings.ReplaceAll(v, "_", ""))
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q: want an integer", name, v)
+	}
+	return n, nil
+}
+
+func main() {
+	cfg, err := loadConfig(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "moserver-bench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err = run(ctx, cfg)
+	interrupted := ctx.Err() != nil
+	stop()
+	switch {
+	case interrupted:
+		fmt.Fprintln(os.Stderr, "moserver-bench: interrupted; every process it started is stopped")
+		os.Exit(130)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "moserver-bench:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,259 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
+)
+
+func TestPercentile(t *testing.T) {
+	var d []time.Duration
+	for i := 1; i <= 100; i++ {
+		d = append(d, time.Duration(i))
+	}
+	for _, c := range []struct {
+		p    float64
+		want time.Duration
+	}{{0.5, 50}, {0.99, 99}, {1, 100}, {0, 1}} {
+		if got := percentile(d, c.p); got != c.want {
+			t.Errorf("percentile(%v) = %v, want %v", c.p, got, c.want)
+		}
+	}
+	if percentile(nil, 0.5) != 0 {
+		t.Error("percentile of nothing should be 0")
+	}
+}
+
+func TestJSONString(t *testing.T) {
+	body := []byte(`{"access_token":"a.b.c","expires_in":3600,"refresh_token":"xyz"}`)
+	if got := jsonString(body, "refresh_token"); got != "xyz" {
+		t.Errorf("refresh_token = %q", got)
+	}
+	if got := jsonString(body, "missing"); got != "" {
+		t.Errorf("missing = %q", got)
+	}
+	if got := errorCode([]byte(`{"error":"invalid_grant","error_description":"x"}`)); got != "invalid_grant" {
+		t.Errorf("errorCode = %q", got)
+	}
+}
+
+// TestGenerator checks the closed loop against a local server: every request
+// is counted once, non-2xx responses are errors, a limited supply ends the
+// row early and each body is sent at most once.
+func TestGenerator(t *testing.T) {
+	var seen bodyLog
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		seen.add(string(b))
+		if r.Header.Get("Authorization") != "Basic eA==" {
+			http.Error(w, `{"error":"invalid_client"}`, http.StatusUnauthorized)
+			return
+		}
+		if strings.HasPrefix(string(b), "bad") {
+			http.Error(w, `{"error":"invalid_grant"}`, http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"refresh_token":"r-%s"}`, b)
+	}))
+	defer srv.Close()
+	hdr := http.Header{"Authorization": {"Basic eA=="}}
+	g := &generator{concurrency: 4}
+
+	t.Run("duration", func(t *testing.T) {
+		res, err := g.run(context.Background(), &stream{url: srv.URL, header: hdr, body: []byte("ok")}, 50*time.Millisecond, 200*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.OK == 0 || res.Errors != 0 || res.Exhausted || res.RPS <= 0 || res.P50 <= 0 || res.P99 < res.P50 {
+			t.Fatalf("unexpected result %+v", res)
+		}
+		if res.Window != 200*time.Millisecond {
+			t.Errorf("window %v", res.Window)
+		}
+	})
+
+	t.Run("supply", func(t *testing.T) {
+		seen.reset()
+		bodies := make([][]byte, 300)
+		for i := range bodies {
+			bodies[i] = fmt.Appendf(nil, "t%d", i)
+			if i%10 == 0 {
+				bodies[i] = fmt.Appendf(nil, "bad%d", i)
+			}
+		}
+		got := make([]string, len(bodies))
+		res, err := g.run(context.Background(), &stream{url: srv.URL, header: hdr, bodies: bodies, onOK: func(i int, b []byte) {
+			got[i] = jsonString(b, "refresh_token")
+		}}, 10*time.Millisecond, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Exhausted || res.Window >= 10*time.Second || res.Attempted != len(bodies) {
+			t.Fatalf("supply should run out: %+v", res)
+		}
+		if seen.total() != len(bodies) || seen.dups() != 0 {
+			t.Fatalf("server saw %d bodies (%d duplicates), want %d once each", seen.total(), seen.dups(), len(bodies))
+		}
+		for i, v := range got {
+			if i%10 != 0 && v != fmt.Sprintf("r-t%d", i) {
+				t.Fatalf("onOK[%d] = %q", i, v)
+			}
+		}
+		if res.ErrorKinds["HTTP 400 invalid_grant"] != 30 {
+			t.Errorf("error kinds %v, want 30× HTTP 400 invalid_grant", res.ErrorKinds)
+		}
+	})
+
+	t.Run("warm-up eats the supply", func(t *testing.T) {
+		_, err := g.run(context.Background(), &stream{url: srv.URL, header: hdr, body: []byte("ok"), limit: 5}, time.Second, time.Second)
+		if err != errSupplyInWarmup {
+			t.Fatalf("err = %v, want errSupplyInWarmup", err)
+		}
+	})
+
+	t.Run("interrupted", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		if _, err := g.run(ctx, &stream{url: srv.URL, header: hdr, body: []byte("ok")}, 0, time.Minute); err == nil {
+			t.Fatal("no error after the context ended")
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("the run did not stop with its context")
+		}
+	})
+}
+
+// bodyLog records the bodies a test server saw.
+type bodyLog struct {
+	mu   sync.Mutex
+	n    int
+	dup  int
+	seen map[string]bool
+}
+
+func (l *bodyLog) add(b string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.seen == nil {
+		l.seen = map[string]bool{}
+	}
+	l.n++
+	if l.seen[b] {
+		l.dup++
+	}
+	l.seen[b] = true
+}
+
+func (l *bodyLog) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n, l.dup, l.seen = 0, 0, nil
+}
+
+func (l *bodyLog) total() int { l.mu.Lock(); defer l.mu.Unlock(); return l.n }
+func (l *bodyLog) dups() int  { l.mu.Lock(); defer l.mu.Unlock(); return l.dup }
+
+// TestCaddyfile checks the generated Caddyfile names what the run relies on.
+func TestCaddyfile(t *testing.T) {
+	dir := t.TempDir()
+	path, key, err := writeKey(dir, "ES256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatal(err)
+	}
+	s := site{alg: "ES256", port: 1234, keyPath: path, prefix: "bench-es256:"}
+	body, err := ceilingBody(key, s.issuer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(body, `{"access_token":"eyJ`) || !strings.Contains(body, `"token_type":"Bearer"`) || strings.Contains(body, "`") {
+		t.Fatalf("ceiling body %s", body)
+	}
+	cf := buildCaddyfile(1, 2, body, "redis://127.0.0.1:3/0", filepath.Join(dir, "st"), []site{s})
+	for _, want := range []string{
+		"admin 127.0.0.1:1", "http://127.0.0.1:2 {", "respond `" + body + "` 200",
+		"header Cache-Control no-store", `header Content-Type "application/json; charset=UTF-8"`,
+		"http://127.0.0.1:1234 {", "issuer http://127.0.0.1:1234/wp-json/moserver",
+		"storage redis redis://127.0.0.1:3/0", "key_prefix bench-es256:", fmt.Sprintf("signing_key %q", path),
+		"client bench-cc {", "client bench-rt {", "refresh_tokens",
+	} {
+		if !strings.Contains(cf, want) {
+			t.Errorf("Caddyfile lacks %q:\n%s", want, cf)
+		}
+	}
+	// bench-cc must not get refresh tokens.
+	cc := cf[strings.Index(cf, "client bench-cc {"):strings.Index(cf, "client bench-rt {")]
+	if strings.Contains(cc, "refresh_tokens") {
+		t.Error("bench-cc has refresh_tokens")
+	}
+	// The key is the module's own: it parses back with the same kid.
+	data, _ := os.ReadFile(path)
+	k2, err := tokens.ParseKey(data, "")
+	if err != nil || k2.KID != key.KID {
+		t.Fatalf("ParseKey: %v", err)
+	}
+}
+
+// TestEvaluate checks ratios and targets against the ceiling mean.
+func TestEvaluate(t *testing.T) {
+	r := &Report{}
+	r.Rows = []*Row{
+		{Key: "ceiling", RPS: 10000, P99Ms: 10},
+		{Key: "es256", Name: "cc ES256", RPS: 5000, P99Ms: 15},
+		{Key: "hs256", Name: "cc HS256", RPS: 5000, P99Ms: 25},
+		{Key: "rs256", Name: "cc RS256", RPS: 900, P99Ms: 200},
+		{Key: "es256_1m", Name: "cc ES256 1M", RPS: 4400, P99Ms: 15, Errors: 1},
+		{Key: "ceiling_end", RPS: 12000, P99Ms: 14},
+	}
+	r.RSA = &rsaBound{PerSecond: 1000}
+	r.Memory.CaddyRSSKB = 100 * 1024
+	r.evaluate()
+	if r.Ceiling.RPS != 11000 || r.Ceiling.P99Ms != 12 {
+		t.Fatalf("ceiling %+v", r.Ceiling)
+	}
+	es, hs, rs, m := r.Rows[1], r.Rows[2], r.Rows[3], r.Rows[4]
+	if !es.Target.Met || !es.P99.Met {
+		t.Errorf("es256 %+v %+v", es.Target, es.P99)
+	}
+	if hs.Target.Met || hs.P99.Met { // 0.45 < 0.60; 25 > 24
+		t.Errorf("hs256 %+v %+v", hs.Target, hs.P99)
+	}
+	if !rs.Target.Met || rs.P99 != nil || rs.VsRSA != 0.9 {
+		t.Errorf("rs256 %+v", rs)
+	}
+	if m.Target.Met { // 0.88 < 0.90, and an error
+		t.Errorf("1M row %+v", m.Target)
+	}
+	met, total := r.met()
+	if total != 8 || met != 5 { // of 4 targets, 3 p99 checks and memory: es256, rs256, 2 p99, memory
+		t.Errorf("met %d of %d", met, total)
+	}
+}
+
+func TestEnvDuration(t *testing.T) {
+	for v, want := range map[string]time.Duration{"": 7 * time.Second, "10": 10 * time.Second, "2.5": 2500 * time.Millisecond, "1m": time.Minute} {
+		t.Setenv("BENCH_X", v)
+		got, err := envDuration("BENCH_X", 7*time.Second)
+		if err != nil || got != want {
+			t.Errorf("%q: %v, %v", v, got, err)
+		}
+	}
+	t.Setenv("BENCH_X", "soon")
+	if _, err := envDuration("BENCH_X", 0); err == nil {
+		t.Error("no error for a bad duration")
+	}
+}

@@ -1,0 +1,458 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Row is one line of the results table.
+type Row struct {
+	Key   string `json:"key"`
+	Name  string `json:"name"`
+	Label string `json:"label"` // short name for the chart
+	// Extra marks rows that are not among issue 5's (informational, or a
+	// stricter reading of one of its targets).
+	Extra bool `json:"extra,omitempty"`
+	// Failed says why the row could not be measured ("" when it was).
+	Failed string `json:"failed,omitempty"`
+
+	RPS          float64  `json:"requests_per_second"`
+	P50Ms        float64  `json:"p50_ms"`
+	P90Ms        float64  `json:"p90_ms"`
+	P99Ms        float64  `json:"p99_ms"`
+	MaxMs        float64  `json:"max_ms"`
+	OK           int      `json:"ok"`
+	Errors       int      `json:"errors"`
+	WarmupErrors int      `json:"warmup_errors,omitempty"`
+	ErrorKinds   []string `json:"error_kinds,omitempty"`
+	WindowS      float64  `json:"window_seconds"`
+	Exhausted    bool     `json:"supply_exhausted,omitempty"`
+	Load1        float64  `json:"load_average_1m"`
+	// OtherCPUPct is the share of all cores that processes other than Caddy,
+	// Redis and the generator used during the window.
+	OtherCPUPct float64 `json:"other_processes_cpu_percent"`
+	CaddyCPUUs  float64 `json:"caddy_cpu_us_per_request"`
+	RedisCPUUs  float64 `json:"redis_cpu_us_per_request"`
+	GenCPUUs    float64 `json:"generator_cpu_us_per_request"`
+
+	VsCeiling float64 `json:"ratio_to_ceiling"`
+	// VsCeilingCPU is the ceiling's CPU time per request (Caddy + Redis +
+	// generator) over the row's: the ratio the two would have on the same
+	// cores if nothing else ran there. It is derived, less sensitive to
+	// other load on the machine than VsCeiling; the targets use VsCeiling.
+	VsCeilingCPU float64 `json:"ratio_to_ceiling_by_cpu_cost,omitempty"`
+	VsRSA        float64 `json:"ratio_to_rsa_bound,omitempty"`
+	Target       *Check  `json:"target,omitempty"`
+	P99          *Check  `json:"p99_target,omitempty"`
+}
+
+// cpuUs is the CPU time per request of Caddy, Redis and the generator.
+func (x *Row) cpuUs() float64 { return x.CaddyCPUUs + x.RedisCPUUs + x.GenCPUUs }
+
+// Check is a target and whether it was met.
+type Check struct {
+	Name     string  `json:"name"`
+	Target   string  `json:"target"`
+	Value    float64 `json:"value"`
+	Measured string  `json:"measured"`
+	Met      bool    `json:"met"`
+	Extra    bool    `json:"extra,omitempty"`
+}
+
+// Report is everything one run measured; it is written as results.json.
+type Report struct {
+	Command      string    `json:"command"`
+	Started      time.Time `json:"started"`
+	Finished     time.Time `json:"finished"`
+	CPU          string    `json:"cpu"`
+	Cores        int       `json:"cores"`
+	GoVersion    string    `json:"go_version"`
+	CaddyVersion string    `json:"caddy_version"`
+	UptimeStart  string    `json:"uptime_start"`
+	UptimeEnd    string    `json:"uptime_end"`
+	// OtherCPUPctStart is the share of all cores other processes used in
+	// the second before the run.
+	OtherCPUPctStart float64 `json:"other_processes_cpu_percent_start"`
+	Settings         struct {
+		Concurrency int     `json:"concurrency"`
+		WarmupS     float64 `json:"warmup_seconds"`
+		DurationS   float64 `json:"duration_seconds"`
+		Families    int     `json:"families"`
+		Generator   string  `json:"generator"`
+	} `json:"settings"`
+	// Ceiling is the reference of every ratio: the mean of the ceiling rows.
+	Ceiling struct {
+		RPS   float64 `json:"requests_per_second"`
+		P99Ms float64 `json:"p99_ms"`
+		// CPUUs is the CPU time of Caddy, Redis and the generator per request.
+		CPUUs float64 `json:"cpu_us_per_request"`
+	} `json:"ceiling"`
+	ResponseBytes map[string]int `json:"response_body_bytes"`
+	Rows          []*Row         `json:"rows"`
+	RSA           *rsaBound      `json:"rsa_bound,omitempty"`
+	Core          *coreBench     `json:"core_benchmark,omitempty"`
+	PreIssued     int            `json:"pre_issued_refresh_tokens"`
+	Fill          *fillResult    `json:"redis_fill,omitempty"`
+	FillSeconds   float64        `json:"redis_fill_seconds,omitempty"`
+	Memory        struct {
+		CaddyRSSKB   int64  `json:"caddy_vmrss_kib"`
+		CaddyHWMKB   int64  `json:"caddy_vmhwm_kib"`
+		RedisUsedMem string `json:"redis_used_memory"`
+	} `json:"memory"`
+	Checks []*Check `json:"checks"`
+	Notes  []string `json:"notes,omitempty"`
+}
+
+// row returns the row with key, or nil.
+func (r *Report) row(key string) *Row {
+	for _, x := range r.Rows {
+		if x.Key == key && x.Failed == "" {
+			return x
+		}
+	}
+	return nil
+}
+
+// Targets of issue 5, as ratios to the ceiling.
+var ceilingTargets = map[string]float64{
+	"es256":   0.45,
+	"eddsa":   0.45,
+	"hs256":   0.60,
+	"refresh": 0.30,
+	"revoke":  0.35,
+}
+
+// Other targets of issue 5.
+const (
+	rsaTarget     = 0.85 // RS256 ≥ 0.85 × the RSA-signing bound
+	sameTarget    = 0.90 // row 5 within 10% of row 2
+	p99Factor     = 2.0  // p99 ≤ 2 × the ceiling's p99
+	allocsTarget  = 60   // allocs per client_credentials request (core benchmark)
+	rssTargetByte = 150e6
+)
+
+// evaluate fills the ceiling reference, the ratios and every check.
+func (r *Report) evaluate() {
+	var n int
+	var rps, p99, cpu float64
+	for _, x := range r.Rows {
+		if strings.HasPrefix(x.Key, "ceiling") && x.Failed == "" {
+			rps += x.RPS
+			p99 += x.P99Ms
+			cpu += x.cpuUs()
+			n++
+		}
+	}
+	if n > 0 {
+		r.Ceiling.RPS, r.Ceiling.P99Ms, r.Ceiling.CPUUs = rps/float64(n), p99/float64(n), cpu/float64(n)
+	}
+	r.Checks = nil
+	for _, x := range r.Rows {
+		if x.Failed != "" || strings.HasPrefix(x.Key, "ceiling") {
+			if x.Failed != "" && !strings.HasPrefix(x.Key, "ceiling") {
+				r.Checks = append(r.Checks, &Check{Name: x.Name, Target: "measured", Measured: "failed: " + x.Failed, Extra: x.Extra})
+			}
+			continue
+		}
+		if r.Ceiling.RPS > 0 {
+			x.VsCeiling = x.RPS / r.Ceiling.RPS
+		}
+		if c := x.cpuUs(); c > 0 && r.Ceiling.CPUUs > 0 {
+			x.VsCeilingCPU = r.Ceiling.CPUUs / c
+		}
+		errNote := ""
+		if x.Errors > 0 {
+			errNote = fmt.Sprintf(", %d errors", x.Errors)
+		}
+		switch {
+		case x.Key == "rs256":
+			if r.RSA != nil && r.RSA.PerSecond > 0 {
+				x.VsRSA = x.RPS / r.RSA.PerSecond
+				x.Target = &Check{
+					Target:   fmt.Sprintf("≥ %.2f × RSA bound (%.0f/s)", rsaTarget, r.RSA.PerSecond),
+					Value:    x.VsRSA,
+					Measured: fmt.Sprintf("%.2f%s", x.VsRSA, errNote),
+					Met:      x.VsRSA >= rsaTarget && x.Errors == 0,
+				}
+			}
+		case ceilingTargets[x.Key] > 0:
+			t := ceilingTargets[x.Key]
+			x.Target = &Check{
+				Target:   fmt.Sprintf("≥ %.2f × ceiling", t),
+				Value:    x.VsCeiling,
+				Measured: fmt.Sprintf("%.2f%s", x.VsCeiling, errNote),
+				Met:      x.VsCeiling >= t && x.Errors == 0,
+			}
+		case x.Key == "es256_1m" || x.Key == "es256rt_1m":
+			refKey, refName := "es256", "cc ES256"
+			if x.Key == "es256rt_1m" {
+				refKey, refName = "es256rt", "cc+RT ES256"
+			}
+			if ref := r.row(refKey); ref != nil && ref.RPS > 0 {
+				v := x.RPS / ref.RPS
+				x.Target = &Check{
+					Target:   fmt.Sprintf("≥ %.2f × %s (within 10%%)", sameTarget, refName),
+					Value:    v,
+					Measured: fmt.Sprintf("%.2f%s", v, errNote),
+					Met:      v >= sameTarget && x.Errors == 0,
+				}
+			}
+		}
+		if x.Target != nil {
+			x.Target.Name, x.Target.Extra = x.Name, x.Extra
+			r.Checks = append(r.Checks, x.Target)
+		}
+		if x.Key != "rs256" && r.Ceiling.P99Ms > 0 {
+			limit := p99Factor * r.Ceiling.P99Ms
+			x.P99 = &Check{
+				Name:     x.Name + ": p99",
+				Target:   fmt.Sprintf("p99 ≤ %.2f ms (2 × ceiling)", limit),
+				Value:    x.P99Ms,
+				Measured: fmt.Sprintf("%.2f ms", x.P99Ms),
+				Met:      x.P99Ms <= limit,
+				Extra:    x.Extra,
+			}
+			r.Checks = append(r.Checks, x.P99)
+		}
+	}
+	if r.Memory.CaddyRSSKB > 0 {
+		b := float64(r.Memory.CaddyRSSKB) * 1024
+		r.Checks = append(r.Checks, &Check{
+			Name:     "Caddy resident memory at the end",
+			Target:   "< 150 MB",
+			Value:    b / 1e6,
+			Measured: fmt.Sprintf("%.1f MB", b/1e6),
+			Met:      b < rssTargetByte,
+		})
+	}
+	if r.Core != nil {
+		c := &Check{Name: "allocations per client_credentials request (" + r.Core.Benchmark + ")", Target: fmt.Sprintf("≤ %d allocs/op", allocsTarget)}
+		if r.Core.Error != "" {
+			c.Measured = "not measured: " + r.Core.Error
+		} else {
+			c.Value = float64(r.Core.AllocsPerOp)
+			c.Measured = fmt.Sprintf("%d allocs/op (%.1f µs/op, %d B/op)", r.Core.AllocsPerOp, r.Core.NsPerOp/1e3, r.Core.BytesPerOp)
+			c.Met = r.Core.AllocsPerOp <= allocsTarget
+		}
+		r.Checks = append(r.Checks, c)
+	}
+}
+
+// met counts the checks of issue 5 (extra ones aside) and those met.
+func (r *Report) met() (met, total int) {
+	for _, c := range r.Checks {
+		if c.Extra {
+			continue
+		}
+		total++
+		if c.Met {
+			met++
+		}
+	}
+	return met, total
+}
+
+func yesNo(c *Check) string {
+	switch {
+	case c == nil:
+		return "—"
+	case c.Met:
+		return "yes"
+	default:
+		return "**no**"
+	}
+}
+
+func fmtRatio(v float64) string {
+	if v == 0 || math.IsNaN(v) {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+// tableRows renders the table body as cells (shared by the console and the
+// markdown outputs).
+func (r *Report) tableRows() (head []string, rows [][]string) {
+	head = []string{"row", "req/s", "p50 ms", "p99 ms", "errors", "× ceiling", "target", "measured", "met",
+		"p99 ≤ 2× ceiling", "Caddy CPU µs/req", "Redis CPU µs/req", "generator CPU µs/req", "× ceiling by CPU cost", "others' CPU %"}
+	for _, x := range r.Rows {
+		name := x.Name
+		if x.Extra {
+			name += " (extra)"
+		}
+		if x.Failed != "" {
+			rows = append(rows, []string{name, "FAILED: " + x.Failed, "", "", "", "", "", "", "", "", "", "", "", "", ""})
+			continue
+		}
+		target, measured := "reference", ""
+		if !strings.HasPrefix(x.Key, "ceiling") {
+			target, measured = "—", "—"
+		}
+		if x.Target != nil {
+			target, measured = x.Target.Target, x.Target.Measured
+		}
+		p99 := "—"
+		if x.P99 != nil {
+			p99 = yesNo(x.P99)
+		}
+		errs := fmt.Sprint(x.Errors)
+		if x.WarmupErrors > 0 {
+			errs += fmt.Sprintf(" (+%d in warm-up)", x.WarmupErrors)
+		}
+		vs := fmtRatio(x.VsCeiling)
+		if strings.HasPrefix(x.Key, "ceiling") {
+			vs = fmtRatio(x.RPS / r.Ceiling.RPS)
+		}
+		cpuRatio := fmtRatio(x.VsCeilingCPU)
+		if strings.HasPrefix(x.Key, "ceiling") && r.Ceiling.CPUUs > 0 && x.cpuUs() > 0 {
+			cpuRatio = fmtRatio(r.Ceiling.CPUUs / x.cpuUs())
+		}
+		met := "—"
+		if x.Target != nil {
+			met = yesNo(x.Target)
+		}
+		rows = append(rows, []string{
+			name,
+			fmt.Sprintf("%.0f", x.RPS),
+			fmt.Sprintf("%.2f", x.P50Ms),
+			fmt.Sprintf("%.2f", x.P99Ms),
+			errs,
+			vs,
+			target,
+			measured,
+			met,
+			p99,
+			fmt.Sprintf("%.0f", x.CaddyCPUUs),
+			fmt.Sprintf("%.0f", x.RedisCPUUs),
+			fmt.Sprintf("%.0f", x.GenCPUUs),
+			cpuRatio,
+			fmt.Sprintf("%.0f", x.OtherCPUPct),
+		})
+	}
+	return head, rows
+}
+
+// printTable writes the table aligned for a terminal.
+func (r *Report) printTable(w io.Writer) {
+	head, rows := r.tableRows()
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(head, "\t"))
+	for _, cells := range rows {
+		for i := range cells {
+			cells[i] = strings.ReplaceAll(cells[i], "**", "")
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+	}
+	tw.Flush()
+}
+
+// markdown renders results.md.
+func (r *Report) markdown(chartFile string) string {
+	var b strings.Builder
+	met, total := r.met()
+	fmt.Fprintf(&b, "# End-to-end benchmark (issue 5)\n\n")
+	fmt.Fprintf(&b, "`%s` on %s, %s (%d cores), %s, Caddy %s.  \n", r.Command, r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.CPU, r.Cores, r.GoVersion, r.CaddyVersion)
+	fmt.Fprintf(&b, "Load before: `%s` (other processes used %.0f%% of the cores in the second before the run)  \nLoad after: `%s`\n\n", r.UptimeStart, r.OtherCPUPctStart, r.UptimeEnd)
+	fmt.Fprintf(&b, "%s; concurrency %d; %.0f s warm-up + %.0f s measured per row; loopback only.\n\n",
+		r.Settings.Generator, r.Settings.Concurrency, r.Settings.WarmupS, r.Settings.DurationS)
+	fmt.Fprintf(&b, "**Targets of issue 5 met: %d of %d.** Ceiling (reference, mean of the ceiling rows): %.0f req/s, p99 %.2f ms.\n\n",
+		met, total, r.Ceiling.RPS, r.Ceiling.P99Ms)
+	head, rows := r.tableRows()
+	fmt.Fprintf(&b, "| %s |\n|", strings.Join(head, " | "))
+	for i := range head {
+		if i == 0 || i >= 6 && i <= 9 {
+			b.WriteString("---|")
+		} else {
+			b.WriteString("---:|")
+		}
+	}
+	b.WriteString("\n")
+	for _, cells := range rows {
+		fmt.Fprintf(&b, "| %s |\n", strings.Join(cells, " | "))
+	}
+	b.WriteString("\n")
+	b.WriteString("Ratios are to the ceiling measured in the same run (the mean of its two ceiling rows). " +
+		"CPU columns: CPU time per request of each process during the window (from /proc and getrusage); " +
+		"*others' CPU %* is the share of both cores used by every other process on the machine during the window (the noise). " +
+		"*× ceiling by CPU cost* is the ceiling's total CPU per request over the row's: what the ratio would be on cores " +
+		"shared by nothing else; it is derived, for reading a run on a busy machine, and the targets use the measured × ceiling. " +
+		"Rows marked (extra) are not issue 5's: client_credentials issuing a refresh token (a Redis write per request), " +
+		"empty and with the 1M families, as a stricter reading of row 5.\n\n")
+	if chartFile != "" {
+		fmt.Fprintf(&b, "![requests per second per row, ceiling marked](%s)\n\n", chartFile)
+	}
+	b.WriteString("## Other targets and measurements\n\n")
+	for _, c := range r.Checks {
+		if strings.HasPrefix(c.Name, "Caddy resident") || strings.HasPrefix(c.Name, "allocations") {
+			fmt.Fprintf(&b, "- %s: %s (target %s): %s\n", c.Name, c.Measured, c.Target, strings.ReplaceAll(yesNo(c), "**", ""))
+		}
+	}
+	if r.Memory.CaddyHWMKB > 0 {
+		fmt.Fprintf(&b, "- Caddy peak resident memory (VmHWM): %.1f MB\n", float64(r.Memory.CaddyHWMKB)*1024/1e6)
+	}
+	if r.RSA != nil {
+		fmt.Fprintf(&b, "- RSA-signing bound: %d cores ÷ %.0f µs of CPU per RSA-2048 PKCS#1 v1.5 SHA-256 signature (%d signatures in one goroutine; %.0f µs each by the wall clock) = %.0f signatures/s\n",
+			r.RSA.Cores, r.RSA.CPUPerSignUs, r.RSA.Signatures, r.RSA.PerSignUs, r.RSA.PerSecond)
+	}
+	if r.Fill != nil {
+		fmt.Fprintf(&b, "- Redis: %d live refresh families written in %.1f s (pipelined HSET + PEXPIREAT in the store's layout); %d keys, %s used\n",
+			r.Fill.Families, r.FillSeconds, r.Fill.Keys, r.Fill.UsedMem)
+	}
+	if r.Memory.RedisUsedMem != "" {
+		fmt.Fprintf(&b, "- Redis memory at the end: %s\n", r.Memory.RedisUsedMem)
+	}
+	if r.PreIssued > 0 {
+		fmt.Fprintf(&b, "- Refresh tokens pre-issued through the endpoint (bench-rt client, not timed beyond the cc+RT row): %d\n", r.PreIssued)
+	}
+	if len(r.ResponseBytes) > 0 {
+		var parts []string
+		for _, k := range []string{"ceiling", "ES256", "EdDSA", "HS256", "RS256"} {
+			if n, ok := r.ResponseBytes[k]; ok {
+				parts = append(parts, fmt.Sprintf("%s %d", k, n))
+			}
+		}
+		fmt.Fprintf(&b, "- Response body bytes (one request each): %s\n", strings.Join(parts, ", "))
+	}
+	for _, x := range r.Rows {
+		if len(x.ErrorKinds) > 0 {
+			fmt.Fprintf(&b, "- Errors of %s: %s\n", x.Name, strings.Join(x.ErrorKinds, "; "))
+		}
+		if x.Exhausted {
+			fmt.Fprintf(&b, "- %s: the pre-issued tokens ran out after %.1f s of the window; the rate is over that time\n", x.Name, x.WindowS)
+		}
+	}
+	if len(r.Notes) > 0 {
+		b.WriteString("\n## Notes\n\n")
+		for _, n := range r.Notes {
+			fmt.Fprintf(&b, "- %s\n", n)
+		}
+	}
+	return b.String()
+}
+
+// writeFiles writes results.md and results.json into dir.
+func (r *Report) writeFiles(dir, chartFile string) ([]string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	md := filepath.Join(dir, "results.md")
+	if err := os.WriteFile(md, []byte(r.markdown(chartFile)), 0o644); err != nil {
+		return nil, err
+	}
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	jp := filepath.Join(dir, "results.json")
+	if err := os.WriteFile(jp, append(js, '\n'), 0o644); err != nil {
+		return nil, err
+	}
+	return []string{md, jp}, nil
+}

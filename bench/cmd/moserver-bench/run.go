@@ -1,0 +1,514 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
+)
+
+// revokeVsIssue is the assumed ratio of revocations/s to client_credentials
+// issuances/s (with a refresh token), used to size the pre-issued supply of
+// the revocation row. Revocation signs nothing, so it is faster; a row whose
+// supply runs out anyway reports the rate over the time it had.
+const revokeVsIssue = 1.5
+
+// logf prints one progress line.
+func logf(format string, args ...any) {
+	fmt.Printf("==> "+format+"\n", args...)
+}
+
+// bench holds the state of one run.
+type bench struct {
+	cfg   config
+	rep   *Report
+	gen   *generator
+	caddy *proc
+	redis *redisServer
+	sites map[string]site
+	// ceilingPort is the port of the static ceiling site.
+	ceilingPort int
+}
+
+// run performs the whole benchmark; see the package comment.
+func run(ctx context.Context, cfg config) (err error) {
+	b := &bench{cfg: cfg, rep: &Report{Started: time.Now(), Command: "./xcaddy.sh bench"}}
+	rep := b.rep
+	rep.Cores = runtime.NumCPU()
+	rep.CPU = cpuModel()
+	rep.GoVersion = runtime.Version()
+	rep.UptimeStart = uptime()
+	rep.Settings.Concurrency = cfg.concurrency
+	rep.Settings.WarmupS = cfg.warmup.Seconds()
+	rep.Settings.DurationS = cfg.duration.Seconds()
+	rep.Settings.Families = cfg.families
+	rep.Settings.Generator = "Go load generator (net/http keep-alive HTTP/1.1, closed loop, in-process, sharing the cores with Caddy and Redis)"
+	rep.ResponseBytes = map[string]int{}
+	if out, err := exec.Command(cfg.caddyBin, "version").Output(); err == nil {
+		rep.CaddyVersion = strings.Fields(string(out) + " ?")[0]
+	}
+
+	fmt.Printf("moserver end-to-end benchmark — %s\n", rep.Started.Format(time.RFC3339))
+	fmt.Printf("uptime: %s\n", rep.UptimeStart)
+	fmt.Printf("cpu: %s, %d cores; %s; caddy %s (%s)\n", rep.CPU, rep.Cores, rep.GoVersion, rep.CaddyVersion, cfg.caddyBin)
+	fmt.Printf("concurrency %d, warm-up %s + %s per row, %d Redis families\n", cfg.concurrency, cfg.warmup, cfg.duration, cfg.families)
+
+	if cfg.coreBench {
+		logf("core benchmark: go test -run '^$' -bench '^%s$' -benchmem ./internal/oauth/", coreBenchName)
+		rep.Core = runCoreBench(ctx, cfg.repo)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if rep.Core.Error != "" {
+			logf("core benchmark failed: %s", rep.Core.Error)
+		} else {
+			logf("core benchmark: %.1f µs/op, %d B/op, %d allocs/op", rep.Core.NsPerOp/1e3, rep.Core.BytesPerOp, rep.Core.AllocsPerOp)
+		}
+	}
+
+	// How busy the machine is without us: one second of /proc/stat.
+	busy0, self0, t0 := machineBusy(), selfCPU(), time.Now()
+	select {
+	case <-time.After(time.Second):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	rep.OtherCPUPctStart = max(0, 100*float64(machineBusy()-busy0-(selfCPU()-self0))/(float64(time.Since(t0))*float64(rep.Cores)))
+	fmt.Printf("CPU used by other processes before the run: %.0f%% of %d cores\n", rep.OtherCPUPctStart, rep.Cores)
+	if rep.OtherCPUPctStart > 10 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("Other processes used %.0f%% of the %d cores just before the run; the rows share the machine with them (see the column \"others' CPU\").", rep.OtherCPUPctStart, rep.Cores))
+	}
+
+	tmp, err := os.MkdirTemp("", "moserver-bench-")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cfg.keep {
+			fmt.Printf("kept the temporary directory %s (Caddyfile, keys, logs)\n", tmp)
+			return
+		}
+		os.RemoveAll(tmp)
+	}()
+	// Stop the children in every case, Caddy first (it holds Redis
+	// connections), and say so.
+	defer func() {
+		if b.caddy != nil {
+			b.caddy.stop(syscall.SIGINT, 5*time.Second)
+		}
+		if b.redis != nil {
+			b.redis.close()
+		}
+		if b.caddy != nil || b.redis != nil {
+			logf("stopped caddy and redis-server")
+		}
+		if err != nil && ctx.Err() == nil && b.caddy != nil {
+			fmt.Fprintf(os.Stderr, "--- caddy log (tail) ---\n%s\n", b.caddy.logTail(30))
+		}
+	}()
+
+	if err := b.start(ctx, tmp); err != nil {
+		return err
+	}
+	if err := b.rows(ctx); err != nil {
+		return err
+	}
+
+	// Memory at the end of the run, before anything stops.
+	if m, err := procStatusKB(b.caddy.pid(), "VmRSS", "VmHWM"); err == nil {
+		rep.Memory.CaddyRSSKB, rep.Memory.CaddyHWMKB = m["VmRSS"], m["VmHWM"]
+	}
+	if info, err := b.redis.client.InfoMap(ctx, "memory").Result(); err == nil {
+		rep.Memory.RedisUsedMem = info["Memory"]["used_memory_human"]
+	}
+	rep.UptimeEnd = uptime()
+	rep.Finished = time.Now()
+	rep.evaluate()
+
+	fmt.Println()
+	fmt.Printf("uptime at the end: %s\n", rep.UptimeEnd)
+	fmt.Printf("ceiling (reference, mean of the ceiling rows): %.0f req/s, p99 %.2f ms\n\n", rep.Ceiling.RPS, rep.Ceiling.P99Ms)
+	rep.printTable(os.Stdout)
+	fmt.Println()
+	for _, c := range rep.Checks {
+		if strings.HasPrefix(c.Name, "Caddy resident") || strings.HasPrefix(c.Name, "allocations") {
+			fmt.Printf("%s: %s (target %s): %s\n", c.Name, c.Measured, c.Target, strings.ReplaceAll(yesNo(c), "**", ""))
+		}
+	}
+	if rep.RSA != nil {
+		fmt.Printf("RSA-signing bound: %d cores ÷ %.0f µs of CPU per signature = %.0f signatures/s\n", rep.RSA.Cores, rep.RSA.CPUPerSignUs, rep.RSA.PerSecond)
+	}
+	met, total := rep.met()
+	fmt.Printf("targets of issue 5 met: %d of %d\n", met, total)
+
+	if err := os.MkdirAll(cfg.outDir, 0o755); err != nil {
+		return err
+	}
+	files, err := writeChart(rep, cfg.outDir)
+	chartName := ""
+	if err != nil {
+		logf("chart failed: %v", err)
+		rep.Notes = append(rep.Notes, "The chart could not be written: "+err.Error())
+	} else {
+		chartName = "results.svg"
+	}
+	more, err := rep.writeFiles(cfg.outDir, chartName)
+	if err != nil {
+		return err
+	}
+	files = append(more, files...)
+	fmt.Println("\nwrote:")
+	for _, f := range files {
+		fmt.Println("  " + f)
+	}
+	return nil
+}
+
+// start generates the keys and the Caddyfile and starts Redis and Caddy.
+func (b *bench) start(ctx context.Context, tmp string) error {
+	rep := b.rep
+	logf("generating signing keys with tokens.GenerateKey (ES256, EdDSA, HS256, RS256)")
+	algs := []string{"ES256", "EdDSA", "HS256", "RS256"}
+	ports, err := freePorts(2 + len(algs))
+	if err != nil {
+		return err
+	}
+	adminPort, ceilingPort := ports[0], ports[1]
+	b.ceilingPort = ceilingPort
+	b.sites = map[string]site{}
+	var sites []site
+	var esKey *tokens.Key
+	for i, alg := range algs {
+		path, key, err := writeKey(tmp, alg)
+		if err != nil {
+			return err
+		}
+		if alg == "ES256" {
+			esKey = key
+		}
+		s := site{alg: alg, port: ports[2+i], keyPath: path, prefix: "bench-" + strings.ToLower(alg) + ":"}
+		b.sites[alg] = s
+		sites = append(sites, s)
+	}
+
+	logf("starting redis-server (no persistence)")
+	if b.redis, err = startRedis(ctx, tmp); err != nil {
+		return err
+	}
+	logf("redis-server pid %d on %s", b.redis.pid(), b.redis.addr)
+
+	body, err := ceilingBody(esKey, b.sites["ES256"].issuer())
+	if err != nil {
+		return err
+	}
+	cf := buildCaddyfile(adminPort, ceilingPort, body, "redis://"+b.redis.addr+"/0", filepath.Join(tmp, "storage"), sites)
+	cfPath := filepath.Join(tmp, "Caddyfile")
+	if err := os.WriteFile(cfPath, []byte(cf), 0o600); err != nil {
+		return err
+	}
+	ccHeader := formHeader(ccClient, ccSecret)
+	ready := []readyCheck{{url: fmt.Sprintf("http://127.0.0.1:%d/", ceilingPort)}}
+	for _, s := range sites {
+		ready = append(ready, readyCheck{url: s.tokenURL(), header: ccHeader, body: ccBody})
+	}
+	logf("starting caddy: %s run --config %s", b.cfg.caddyBin, cfPath)
+	if b.caddy, err = startCaddy(ctx, b.cfg.caddyBin, tmp, cfPath, ready); err != nil {
+		return err
+	}
+	logf("caddy pid %d: ceiling on :%d, ES256 :%d, EdDSA :%d, HS256 :%d, RS256 :%d, admin :%d",
+		b.caddy.pid(), ceilingPort, b.sites["ES256"].port, b.sites["EdDSA"].port, b.sites["HS256"].port, b.sites["RS256"].port, adminPort)
+
+	// One request each: the sizes of the bodies, to show the ceiling's body
+	// is token-sized.
+	c := &http.Client{Transport: newTransport(1), Timeout: 5 * time.Second}
+	defer c.CloseIdleConnections()
+	ceilResp, err := readyCheck{url: fmt.Sprintf("http://127.0.0.1:%d/", ceilingPort), header: ccHeader, body: ccBody}.do(ctx, c)
+	if err != nil {
+		return fmt.Errorf("ceiling: %w", err)
+	}
+	rep.ResponseBytes["ceiling"] = len(ceilResp)
+	for _, s := range sites {
+		resp, err := readyCheck{url: s.tokenURL(), header: ccHeader, body: ccBody}.do(ctx, c)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.alg, err)
+		}
+		if jsonString(resp, "access_token") == "" {
+			return fmt.Errorf("%s: no access_token in %q", s.alg, resp)
+		}
+		rep.ResponseBytes[s.alg] = len(resp)
+	}
+	logf("response body bytes: ceiling %d, ES256 %d, EdDSA %d, HS256 %d, RS256 %d",
+		rep.ResponseBytes["ceiling"], rep.ResponseBytes["ES256"], rep.ResponseBytes["EdDSA"], rep.ResponseBytes["HS256"], rep.ResponseBytes["RS256"])
+
+	b.gen = &generator{concurrency: b.cfg.concurrency, cpu: func() cpuSnap {
+		s := cpuSnap{self: selfCPU(), machine: machineBusy(), at: time.Now()}
+		s.caddy, _ = procCPU(b.caddy.pid())
+		s.redis, _ = procCPU(b.redis.pid())
+		return s
+	}}
+	return nil
+}
+
+// measure runs one row, records it in the report and prints it. A row that
+// cannot be measured is recorded as failed; only an interruption, or Caddy
+// or Redis dying, stops the run.
+func (b *bench) measure(ctx context.Context, key, name, label string, extra bool, s *stream, warm, dur time.Duration) (*Row, *loadResult, error) {
+	row := &Row{Key: key, Name: name, Label: label, Extra: extra}
+	b.rep.Rows = append(b.rep.Rows, row)
+	res, err := b.gen.run(ctx, s, warm, dur)
+	if ctx.Err() != nil {
+		return row, nil, ctx.Err()
+	}
+	row.Load1 = loadAvg()
+	if !b.caddy.running() {
+		return row, nil, fmt.Errorf("caddy exited during %q: %v", name, b.caddy.err)
+	}
+	if !b.redis.running() {
+		return row, nil, fmt.Errorf("redis-server exited during %q: %v", name, b.redis.err)
+	}
+	if res != nil {
+		row.ErrorKinds = describeErrors(res.ErrorKinds)
+	}
+	if err != nil {
+		row.Failed = err.Error()
+		logf("%-44s FAILED: %v %s", name, err, strings.Join(row.ErrorKinds, "; "))
+		return row, res, nil
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	row.RPS, row.OK, row.Errors, row.WarmupErrors = res.RPS, res.OK, res.Errors, res.WarmErrors
+	row.P50Ms, row.P90Ms, row.P99Ms, row.MaxMs = ms(res.P50), ms(res.P90), ms(res.P99), ms(res.Max)
+	row.WindowS, row.Exhausted = res.Window.Seconds(), res.Exhausted
+	if n := res.OK + res.Errors; n > 0 && res.hasCPUSnaps {
+		per := func(a, b time.Duration) float64 { return float64(b-a) / float64(time.Microsecond) / float64(n) }
+		row.CaddyCPUUs = per(res.CPU0.caddy, res.CPU1.caddy)
+		row.RedisCPUUs = per(res.CPU0.redis, res.CPU1.redis)
+		row.GenCPUUs = per(res.CPU0.self, res.CPU1.self)
+		ours := (res.CPU1.caddy - res.CPU0.caddy) + (res.CPU1.redis - res.CPU0.redis) + (res.CPU1.self - res.CPU0.self)
+		avail := float64(res.CPU1.at.Sub(res.CPU0.at)) * float64(runtime.NumCPU())
+		if avail > 0 {
+			row.OtherCPUPct = max(0, 100*float64(res.CPU1.machine-res.CPU0.machine-ours)/avail)
+		}
+	}
+	if res.OK == 0 {
+		row.Failed = "no successful response"
+	}
+	errs := ""
+	if len(row.ErrorKinds) > 0 {
+		errs = " [" + strings.Join(row.ErrorKinds, "; ") + "]"
+	}
+	exh := ""
+	if res.Exhausted {
+		exh = fmt.Sprintf(" (supply ran out: %.1f s window)", row.WindowS)
+	}
+	logf("%-44s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  errors %d  Caddy %4.0f µs/req  Redis %3.0f µs/req  gen %3.0f µs/req  others %2.0f%% CPU%s%s",
+		name, row.RPS, row.P50Ms, row.P99Ms, row.Errors, row.CaddyCPUUs, row.RedisCPUUs, row.GenCPUUs, row.OtherCPUPct, exh, errs)
+	return row, res, nil
+}
+
+// rows runs every row in order.
+func (b *bench) rows(ctx context.Context) error {
+	cfg := b.cfg
+	warm, dur := cfg.warmup, cfg.duration
+	es := b.sites["ES256"]
+	ccHeader := formHeader(ccClient, ccSecret)
+	rtHeader := formHeader(rtClient, rtSecret)
+	ceilingURL := fmt.Sprintf("http://127.0.0.1:%d/", b.ceilingPort)
+
+	cc := func(s site) *stream { return &stream{url: s.tokenURL(), header: ccHeader, body: ccBody} }
+	// The ceiling gets the very same request as the client_credentials rows.
+	if _, _, err := b.measure(ctx, "ceiling", "ceiling: static respond (start)", "ceiling", false,
+		&stream{url: ceilingURL, header: ccHeader, body: ccBody}, warm, dur); err != nil {
+		return err
+	}
+	for _, r := range []struct{ key, alg string }{{"es256", "ES256"}, {"eddsa", "EdDSA"}, {"hs256", "HS256"}} {
+		if _, _, err := b.measure(ctx, r.key, "client_credentials "+r.alg, "cc "+r.alg, false, cc(b.sites[r.alg]), warm, dur); err != nil {
+			return err
+		}
+	}
+
+	logf("measuring the RSA-signing bound (RSA-2048 PKCS#1 v1.5 SHA-256, one goroutine, ~1 s)")
+	bound, err := measureRSA(b.sites["RS256"].keyPath, time.Second)
+	if err != nil {
+		b.rep.Notes = append(b.rep.Notes, "RSA bound not measured: "+err.Error())
+	} else {
+		b.rep.RSA = bound
+		logf("RSA bound: %d cores ÷ %.0f µs of CPU per signature = %.0f signatures/s (%.0f µs by the wall clock)", bound.Cores, bound.CPUPerSignUs, bound.PerSecond, bound.PerSignUs)
+	}
+	if _, _, err := b.measure(ctx, "rs256", "client_credentials RS256", "cc RS256", false, cc(b.sites["RS256"]), warm, dur); err != nil {
+		return err
+	}
+
+	// client_credentials issuing refresh tokens: a row of its own (the
+	// baseline of the stricter 1M row) that also pre-issues the tokens of
+	// the refresh and revocation rows.
+	var mu sync.Mutex
+	var issued []string
+	collect := func(_ int, body []byte) {
+		if t := jsonString(body, "refresh_token"); t != "" {
+			mu.Lock()
+			issued = append(issued, t)
+			mu.Unlock()
+		}
+	}
+	issueRow, _, err := b.measure(ctx, "es256rt", "client_credentials ES256 + refresh token", "cc+RT ES256", true,
+		&stream{url: es.tokenURL(), header: rtHeader, body: ccBody, onOK: collect}, warm, dur)
+	if err != nil {
+		return err
+	}
+	need := cfg.tokens
+	if need == 0 && issueRow.Failed == "" {
+		// Enough for a whole refresh row and a whole revocation row: the
+		// revocation row revokes the refresh row's successors plus the
+		// tokens the refresh row left.
+		rate := issueRow.RPS
+		revoke := rate * revokeVsIssue
+		if c := b.ceilingRPS(); c > 0 {
+			revoke = math.Min(revoke, c)
+		}
+		need = int(math.Ceil((warm + dur).Seconds() * math.Max(rate*1.25, revoke*1.1)))
+	}
+	if len(issued) < need {
+		logf("pre-issuing %d more refresh tokens through the endpoint (not timed)", need-len(issued))
+		start := time.Now()
+		_, err := b.gen.run(ctx, &stream{url: es.tokenURL(), header: rtHeader, body: ccBody, limit: need - len(issued), onOK: collect}, 0, 90*time.Second)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			return fmt.Errorf("pre-issuing refresh tokens: %w", err)
+		}
+		logf("pre-issued in %.1f s", time.Since(start).Seconds())
+	}
+	b.rep.PreIssued = len(issued)
+	logf("%d refresh tokens pre-issued", len(issued))
+	if len(issued) == 0 {
+		b.rep.Rows = append(b.rep.Rows,
+			&Row{Key: "refresh", Name: "refresh with rotation (Redis)", Label: "refresh", Failed: "no refresh token could be issued"},
+			&Row{Key: "revoke", Name: "revocation (Redis)", Label: "revoke", Failed: "no refresh token could be issued"})
+	} else {
+		// Refresh with rotation: each pre-issued token used once; the
+		// successors are kept for the revocation row.
+		bodies := make([][]byte, len(issued))
+		for i, t := range issued {
+			bodies[i] = refreshBody(t)
+		}
+		successors := make([]string, len(issued))
+		_, res, err := b.measure(ctx, "refresh", "refresh with rotation (Redis)", "refresh", false,
+			&stream{url: es.tokenURL(), header: rtHeader, bodies: bodies, onOK: func(i int, body []byte) {
+				successors[i] = jsonString(body, "refresh_token")
+			}}, warm, dur)
+		if err != nil {
+			return err
+		}
+		used := len(issued)
+		if res != nil {
+			used = res.Attempted
+		}
+		// Revocation: every token revoked once, successors first.
+		var pool [][]byte
+		for _, t := range successors {
+			if t != "" {
+				pool = append(pool, revokeBody(t))
+			}
+		}
+		for _, t := range issued[used:] {
+			pool = append(pool, revokeBody(t))
+		}
+		logf("revocation supply: %d tokens (%d successors, %d unused)", len(pool), len(pool)-(len(issued)-used), len(issued)-used)
+		if _, _, err := b.measure(ctx, "revoke", "revocation (Redis)", "revoke", false,
+			&stream{url: es.revokeURL(), header: rtHeader, bodies: pool}, warm, dur); err != nil {
+			return err
+		}
+	}
+
+	if cfg.families > 0 {
+		logf("writing %d live refresh families into Redis (prefix %s)", cfg.families, es.prefix)
+		fill, err := fillFamilies(ctx, b.redis.client, es.prefix, rtClient, cfg.families)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			return fmt.Errorf("filling Redis: %w", err)
+		}
+		b.rep.Fill, b.rep.FillSeconds = fill, fill.Took.Seconds()
+		logf("wrote %d families in %.1f s: %d keys, %s", fill.Families, fill.Took.Seconds(), fill.Keys, fill.UsedMem)
+		// Redeem one written token: proof that the data is the store's own.
+		c := &http.Client{Transport: newTransport(1), Timeout: 5 * time.Second}
+		resp, err := readyCheck{url: es.tokenURL(), header: rtHeader, body: refreshBody(fill.Sample)}.do(ctx, c)
+		c.CloseIdleConnections()
+		if err != nil || jsonString(resp, "refresh_token") == "" {
+			return fmt.Errorf("a refresh token written into Redis is not accepted by the endpoint: %v", err)
+		}
+		logf("a written family's refresh token is accepted by the endpoint (rotated)")
+		name := fmt.Sprintf("client_credentials ES256, %s families in Redis", humanCount(cfg.families))
+		if _, _, err := b.measure(ctx, "es256_1m", name, "cc ES256 "+humanCount(cfg.families), false, cc(es), warm, dur); err != nil {
+			return err
+		}
+		name = fmt.Sprintf("client_credentials ES256 + refresh token, %s families", humanCount(cfg.families))
+		if _, _, err := b.measure(ctx, "es256rt_1m", name, "cc+RT "+humanCount(cfg.families), true,
+			&stream{url: es.tokenURL(), header: rtHeader, body: ccBody}, warm, dur); err != nil {
+			return err
+		}
+	}
+
+	_, _, err = b.measure(ctx, "ceiling_end", "ceiling: static respond (end)", "ceiling (end)", false,
+		&stream{url: ceilingURL, header: ccHeader, body: ccBody}, warm, dur)
+	return err
+}
+
+// ceilingRPS is the first ceiling row's rate (0 if none).
+func (b *bench) ceilingRPS() float64 {
+	if r := b.rep.row("ceiling"); r != nil {
+		return r.RPS
+	}
+	return 0
+}
+
+// humanCount writes 1000000 as 1M and 250000 as 250k.
+func humanCount(n int) string {
+	switch {
+	case n >= 1_000_000 && n%1_000_000 == 0:
+		return fmt.Sprintf("%dM", n/1_000_000)
+	case n >= 1000 && n%1000 == 0:
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return fmt.Sprint(n)
+}
+
+// uptime returns the output of uptime(1), or /proc/loadavg without it.
+func uptime() string {
+	if out, err := exec.Command("uptime").Output(); err == nil {
+		return strings.TrimSpace(string(out))
+	}
+	if data, err := os.ReadFile("/proc/loadavg"); err == nil {
+		return "loadavg " + strings.TrimSpace(string(data))
+	}
+	return "unknown"
+}
+
+// cpuModel returns the "model name" of /proc/cpuinfo.
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return runtime.GOARCH
+}
