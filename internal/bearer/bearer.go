@@ -47,6 +47,12 @@ type Verifier struct {
 	cfg Config
 	log *zap.Logger
 
+	// verified caches the claims of tokens whose signature was checked, so a
+	// client reusing its token pays the signature check once. Revocation is
+	// still read from the store on every request.
+	verifiedMu sync.RWMutex
+	verified   map[string]*tokens.AccessClaims
+
 	mu        sync.Mutex
 	lastClean time.Time
 	// recent maps a jti to when its check last said "not revoked", for
@@ -72,7 +78,7 @@ func New(cfg Config) (*Verifier, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Verifier{cfg: cfg, log: log, recent: map[string]time.Time{}}, nil
+	return &Verifier{cfg: cfg, log: log, recent: map[string]time.Time{}, verified: map[string]*tokens.AccessClaims{}}, nil
 }
 
 // Failure is why a request was refused; Write sends it.
@@ -140,7 +146,7 @@ func (v *Verifier) Check(r *http.Request, required []string) (*tokens.AccessClai
 // CheckToken verifies a token string; see Check.
 func (v *Verifier) CheckToken(ctx context.Context, token string, required []string) (*tokens.AccessClaims, *Failure) {
 	now := v.cfg.Now()
-	claims, err := v.cfg.Signer.Verify(token, now.Add(-v.cfg.Leeway))
+	claims, err := v.verify(token, now)
 	switch {
 	case errors.Is(err, tokens.ErrExpired):
 		return nil, invalidToken("The access token expired")
@@ -161,6 +167,31 @@ func (v *Verifier) CheckToken(ctx context.Context, token string, required []stri
 			Description: "The access token lacks a required scope", Scope: strings.Join(required, " ")}
 	}
 	return claims, nil
+}
+
+// maxVerified bounds the signature cache; it is emptied when full.
+const maxVerified = 10_000
+
+// verify checks the token's signature and claims, once per token while it
+// is cached; an expired token is never served from the cache.
+func (v *Verifier) verify(token string, now time.Time) (*tokens.AccessClaims, error) {
+	v.verifiedMu.RLock()
+	c := v.verified[token]
+	v.verifiedMu.RUnlock()
+	if c != nil && c.ExpiresAt.After(now.Add(-v.cfg.Leeway)) {
+		return c, nil
+	}
+	c, err := v.cfg.Signer.Verify(token, now.Add(-v.cfg.Leeway))
+	if err != nil {
+		return c, err
+	}
+	v.verifiedMu.Lock()
+	if len(v.verified) >= maxVerified {
+		clear(v.verified)
+	}
+	v.verified[token] = c
+	v.verifiedMu.Unlock()
+	return c, nil
 }
 
 // missingScopes returns the first required scope the granted scope lacks.

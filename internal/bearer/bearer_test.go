@@ -183,3 +183,28 @@ func TestStoreOutage(t *testing.T) {
 		t.Fatalf("after the outage: %+v", f)
 	}
 }
+
+// A token verified once is served from the signature cache until it
+// expires, and its revocation is still read every time.
+func TestVerifiedCache(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	tok, claims := e.mint(nil)
+	for range 3 {
+		if f := e.check(tok); f != nil {
+			t.Fatalf("refused: %+v", f)
+		}
+	}
+	if len(e.v.verified) != 1 {
+		t.Fatalf("%d cached tokens, want 1", len(e.v.verified))
+	}
+	if err := e.store.RevokeAccessToken(context.Background(), claims.JTI, claims.ExpiresAt); err != nil {
+		t.Fatal(err)
+	}
+	wantFailure(t, e.check(tok), 401, "invalid_token")
+	other, _ := e.mint(nil)
+	if f := e.check(other); f != nil {
+		t.Fatalf("refused: %+v", f)
+	}
+	e.now = e.now.Add(time.Hour + time.Minute)
+	wantFailure(t, e.check(other), 401, "invalid_token")
+}

@@ -19,6 +19,8 @@ import (
 
 // stream is the request stream of one row: POSTs of form bodies to one URL.
 type stream struct {
+	// method is the request method (POST when empty).
+	method string
 	url    string
 	header http.Header // shared read-only by every request of the row
 	// body is sent by every request when bodies is nil.
@@ -180,7 +182,11 @@ func (g *generator) run(ctx context.Context, s *stream, warm, dur time.Duration)
 					markExhausted()
 					break
 				}
-				req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(s.bodyFor(i)))
+				method := s.method
+				if method == "" {
+					method = http.MethodPost
+				}
+				req, err := http.NewRequestWithContext(ctx, method, s.url, bytes.NewReader(s.bodyFor(i)))
 				if err != nil {
 					mu.Lock()
 					kinds["building the request: "+err.Error()]++

@@ -337,6 +337,21 @@ func (b *bench) rows(ctx context.Context) error {
 		}
 	}
 
+	// The edge: a static respond behind moserver_auth, with one valid token
+	// (signature, claims, scope and the one-round-trip revocation check).
+	tc := &http.Client{Transport: newTransport(1), Timeout: 5 * time.Second}
+	resp, err := readyCheck{url: es.tokenURL(), header: ccHeader, body: ccBody}.do(ctx, tc)
+	tc.CloseIdleConnections()
+	if at := jsonString(resp, "access_token"); err == nil && at != "" {
+		edgeHeader := http.Header{"Authorization": {"Bearer " + at}, "User-Agent": {"moserver-bench"}}
+		if _, _, err := b.measure(ctx, "edge", "moserver_auth-protected respond (ES256 token, Redis check)", "edge", false,
+			&stream{method: http.MethodGet, url: es.base() + "/protected", header: edgeHeader}, warm, dur); err != nil {
+			return err
+		}
+	} else {
+		b.rep.Rows = append(b.rep.Rows, &Row{Key: "edge", Name: "moserver_auth-protected respond", Label: "edge", Failed: fmt.Sprintf("no access token: %v", err)})
+	}
+
 	logf("measuring the RSA-signing bound (RSA-2048 PKCS#1 v1.5 SHA-256, one goroutine, ~1 s)")
 	bound, err := measureRSA(b.sites["RS256"].keyPath, time.Second)
 	if err != nil {

@@ -163,6 +163,12 @@ http://127.0.0.1:%[2]d {
 			refresh_tokens
 		}
 	}
+	# The edge row: a protected static response (issue 6).
+	moserver_auth /protected {
+		issuer %[3]s
+		scope profile
+	}
+	respond /protected "protected ok" 200
 	respond "not the token endpoint" 404
 }
 `, s.alg, s.port, s.issuer(), redisURL, s.prefix, s.keyPath, ccClient, ccSecret, rtClient, rtSecret, scopes)
