@@ -37,7 +37,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		revoke_path       <path>
 //		jwks_path         <path>
 //		introspect_path   <path>
-//		storage           memory | redis <url> | redis_cluster <url>
+//		storage           memory | redis <url> | redis_cluster <url> | redis_sentinel <url>
+//		min_replicas_ack  <n> [<timeout>]
 //		key_prefix        <prefix>
 //		signing_key       <file> [<kid>]
 //		access_token_ttl  <duration>
@@ -99,6 +100,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "store_timeout":
 			err = durationArg(d, &h.StoreTimeout)
 		case "storage":
+			err = h.unmarshalStorage(d)
+		case "min_replicas_ack":
 			err = h.unmarshalStorage(d)
 		case "signing_key":
 			args := d.RemainingArgs()
@@ -203,16 +206,48 @@ func oneArgThenBlock(d *caddyfile.Dispenser, dst *string) error {
 	return nil
 }
 
+// unmarshalStorage reads the two storage options, in either order:
+//
+//	storage          memory | redis <url> | redis_sentinel <url> | redis_cluster <url>
+//	min_replicas_ack <count> [<timeout>]
 func (h *Handler) unmarshalStorage(d *caddyfile.Dispenser) error {
+	opt := d.Val()
 	args := d.RemainingArgs()
+	if opt == "min_replicas_ack" {
+		if len(args) < 1 || len(args) > 2 {
+			return d.Errf("min_replicas_ack takes a replica count and an optional timeout")
+		}
+		n, err := strconv.Atoi(args[0])
+		if err != nil || n < 0 {
+			return d.Errf("min_replicas_ack: %q is not a replica count", args[0])
+		}
+		var timeout caddy.Duration
+		if len(args) == 2 {
+			t, err := caddy.ParseDuration(args[1])
+			if err != nil || t <= 0 {
+				return d.Errf("min_replicas_ack: %q is not a positive duration", args[1])
+			}
+			timeout = caddy.Duration(t)
+		}
+		if h.Storage == nil {
+			h.Storage = &StorageConfig{}
+		}
+		h.Storage.MinReplicasAck, h.Storage.MinReplicasAckTimeout = n, timeout
+		return nil
+	}
+	var cfg StorageConfig
 	switch {
 	case len(args) == 1 && args[0] == "memory":
-		h.Storage = &StorageConfig{Type: "memory"}
-	case len(args) == 2 && (args[0] == "redis" || args[0] == "redis_cluster"):
-		h.Storage = &StorageConfig{Type: args[0], URL: args[1]}
+		cfg = StorageConfig{Type: "memory"}
+	case len(args) == 2 && (args[0] == "redis" || args[0] == "redis_sentinel" || args[0] == "redis_cluster"):
+		cfg = StorageConfig{Type: args[0], URL: args[1]}
 	default:
-		return d.Errf("storage takes 'memory', 'redis <url>' or 'redis_cluster <url>'")
+		return d.Errf("storage takes 'memory', 'redis <url>', 'redis_sentinel <url>' or 'redis_cluster <url>'")
 	}
+	if h.Storage != nil { // min_replicas_ack came first
+		cfg.MinReplicasAck, cfg.MinReplicasAckTimeout = h.Storage.MinReplicasAck, h.Storage.MinReplicasAckTimeout
+	}
+	h.Storage = &cfg
 	return nil
 }
 

@@ -97,8 +97,9 @@ type Handler struct {
 
 // StorageConfig selects the store.
 type StorageConfig struct {
-	// Type is "memory" (default), "redis" (one server) or "redis_cluster"
-	// (a Redis Cluster).
+	// Type is "memory" (default), "redis" (one server), "redis_sentinel"
+	// (the primary of a Sentinel-managed deployment) or "redis_cluster" (a
+	// Redis Cluster).
 	Type string `json:"type,omitempty"`
 	// URL is required for the Redis types. Placeholders such as
 	// {env.REDIS_URL} are expanded.
@@ -114,7 +115,24 @@ type StorageConfig struct {
 	// parameters; unset ones get the same fail-fast values as redis. The key
 	// prefix must not contain braces, which would change the Cluster hash
 	// tags that keep each token family in one slot.
+	//
+	// For redis_sentinel, the Sentinels and the name they monitor the
+	// primary under:
+	// redis://[user:pass@]sentinel1:port[,sentinel2:port...][/db]?master_name=mymaster
+	// (rediss:// for TLS; port 26379 if omitted; more Sentinels also as
+	// addr=host:port). The user and password are the Redis servers'; a
+	// Sentinel's own password goes in sentinel_password=. Client options as
+	// for redis_cluster.
 	URL string `json:"url,omitempty"`
+	// MinReplicasAck, for redis and redis_sentinel, is how many replicas
+	// must acknowledge each change (Redis WAIT) before it is reported
+	// done; when fewer do, the request answers 503 (default 0: the
+	// primary's word is enough, and a failover can lose acknowledged
+	// changes). See docs/durability.md; use it with refresh_grace.
+	MinReplicasAck int `json:"min_replicas_ack,omitempty"`
+	// MinReplicasAckTimeout bounds each wait for the replicas (default
+	// 500ms); it must be shorter than store_timeout.
+	MinReplicasAckTimeout caddy.Duration `json:"min_replicas_ack_timeout,omitempty"`
 }
 
 // SigningKeyConfig names a signing key file.
@@ -315,9 +333,9 @@ func (h *Handler) Validate() error {
 	if h.Storage != nil {
 		switch h.Storage.Type {
 		case "", "memory":
-		case "redis":
+		case "redis", "redis_sentinel":
 			if h.Storage.URL == "" {
-				return fmt.Errorf("moserver: storage redis needs a URL")
+				return fmt.Errorf("moserver: storage %s needs a URL", h.Storage.Type)
 			}
 		case "redis_cluster":
 			if h.Storage.URL == "" {
@@ -329,7 +347,10 @@ func (h *Handler) Validate() error {
 				return fmt.Errorf("moserver: with storage redis_cluster, key_prefix must not contain braces, got %q", h.keyPrefix())
 			}
 		default:
-			return fmt.Errorf("moserver: storage must be memory, redis or redis_cluster, not %q", h.Storage.Type)
+			return fmt.Errorf("moserver: storage must be memory, redis, redis_sentinel or redis_cluster, not %q", h.Storage.Type)
+		}
+		if err := h.Storage.validateAck(h.StoreTimeout); err != nil {
+			return err
 		}
 	}
 	for i, k := range h.SigningKeys {

@@ -5,12 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/caddy-moserver/caddy-moserver/internal/oauth"
 	"github.com/caddy-moserver/caddy-moserver/internal/store"
 )
 
@@ -42,19 +47,27 @@ func acquireStore(cfg *StorageConfig, prefix string, repl *caddy.Replacer, log *
 	if cfg != nil && cfg.Type != "" {
 		kind = cfg.Type
 	}
-	if kind == "redis" || kind == "redis_cluster" {
+	var ack store.RedisOptions
+	if kind == "redis" || kind == "redis_cluster" || kind == "redis_sentinel" {
 		rawURL = repl.ReplaceKnown(cfg.URL, "")
+		ack = cfg.redisOptions()
 	}
 	key := kind + "|" + rawURL + "|" + prefix
+	if ack.MinReplicasAck != 0 {
+		// Stores that wait differently are different stores.
+		key += fmt.Sprintf("|ack=%d/%v", ack.MinReplicasAck, ack.AckTimeout)
+	}
 	v, loaded, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
-		if kind == "memory" {
+		switch kind {
+		case "memory":
 			log.Warn("moserver is using the in-memory store: refresh tokens and revocations do not survive a restart and are not shared between instances; use storage redis in production")
 			return pooledStore{Store: store.NewMemory()}, nil
+		case "redis_cluster":
+			return newRedisClusterStore(rawURL, prefix, ack)
+		case "redis_sentinel":
+			return newRedisSentinelStore(rawURL, prefix, ack)
 		}
-		if kind == "redis_cluster" {
-			return newRedisClusterStore(rawURL, prefix)
-		}
-		return newRedisStore(rawURL, prefix)
+		return newRedisStore(rawURL, prefix, ack)
 	})
 	if err != nil {
 		return nil, "", err
@@ -74,9 +87,59 @@ const (
 	redisIOTimeout     = time.Second // read and write timeouts
 )
 
+// redisOptions are the store options the configuration asks for, with the
+// default replica ack timeout.
+func (c *StorageConfig) redisOptions() store.RedisOptions {
+	o := store.RedisOptions{MinReplicasAck: c.MinReplicasAck, AckTimeout: time.Duration(c.MinReplicasAckTimeout)}
+	if o.MinReplicasAck > 0 && o.AckTimeout == 0 {
+		o.AckTimeout = store.DefaultAckTimeout
+	}
+	return o
+}
+
+// validateAck checks min_replicas_ack against the storage type and
+// store_timeout (0: its default).
+func (c *StorageConfig) validateAck(storeTimeout caddy.Duration) error {
+	if c.MinReplicasAck < 0 {
+		return fmt.Errorf("moserver: min_replicas_ack must not be negative")
+	}
+	if c.MinReplicasAckTimeout < 0 {
+		return fmt.Errorf("moserver: min_replicas_ack timeout must not be negative")
+	}
+	if c.MinReplicasAck == 0 {
+		if c.MinReplicasAckTimeout != 0 {
+			return fmt.Errorf("moserver: a min_replicas_ack timeout needs min_replicas_ack")
+		}
+		return nil
+	}
+	switch c.Type {
+	case "redis", "redis_sentinel":
+	case "redis_cluster":
+		// WAIT counts the replicas of the server it runs on, and a cluster
+		// client sends it to any master, not to the one that wrote.
+		return fmt.Errorf("moserver: min_replicas_ack works with storage redis and redis_sentinel, not redis_cluster")
+	default:
+		return fmt.Errorf("moserver: min_replicas_ack needs storage redis or redis_sentinel")
+	}
+	if storeTimeout == 0 {
+		storeTimeout = caddy.Duration(oauth.DefaultStoreTimeout)
+	}
+	if wait := c.redisOptions().AckTimeout; wait >= time.Duration(storeTimeout) {
+		return fmt.Errorf("moserver: the min_replicas_ack timeout (%v) must be shorter than store_timeout (%v)",
+			wait, time.Duration(storeTimeout))
+	}
+	return nil
+}
+
+// readTimeout is the read timeout of a client of a store with these
+// options: the fail-fast one plus the longest a WAIT may block.
+func readTimeout(ack store.RedisOptions) time.Duration {
+	return redisIOTimeout + ack.AckTimeout
+}
+
 // newRedisStore connects to a single Redis server named by a redis:// or
 // rediss:// URL.
-func newRedisStore(rawURL, prefix string) (caddy.Destructor, error) {
+func newRedisStore(rawURL, prefix string, ack store.RedisOptions) (caddy.Destructor, error) {
 	opts, err := redis.ParseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("moserver: storage redis: %w", err)
@@ -90,9 +153,14 @@ func newRedisStore(rawURL, prefix string) (caddy.Destructor, error) {
 		DialTimeout:   redisDialTimeout,
 		DialerRetries: redisDialerRetries,
 		MaxRetries:    redisMaxRetries,
-		ReadTimeout:   redisIOTimeout,
+		ReadTimeout:   readTimeout(ack),
 		WriteTimeout:  redisIOTimeout,
 	})
+	st, err := store.NewRedisWithOptions(client, prefix, ack)
+	if err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("moserver: storage redis: %w", err)
+	}
 	// A first ping only informs: Redis may come up after Caddy, and requests
 	// that need it answer 503 until it does.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -100,7 +168,7 @@ func newRedisStore(rawURL, prefix string) (caddy.Destructor, error) {
 	if err := client.Ping(ctx).Err(); err != nil {
 		caddy.Log().Warn("moserver: Redis is not reachable yet", zap.String("addr", opts.Addr), zap.Error(err))
 	}
-	return pooledStore{Store: store.NewRedis(client, prefix), client: client}, nil
+	return pooledStore{Store: st, client: client}, nil
 }
 
 // newRedisClusterStore connects to a Redis Cluster named by go-redis's
@@ -109,19 +177,24 @@ func newRedisStore(rawURL, prefix string) (caddy.Destructor, error) {
 // The fail-fast settings of the single-node client apply to every option
 // the URL leaves unset (dial_timeout, dialer_retries, max_retries,
 // read_timeout, write_timeout); other URL options are kept as parsed.
-func newRedisClusterStore(rawURL, prefix string) (caddy.Destructor, error) {
+func newRedisClusterStore(rawURL, prefix string, ack store.RedisOptions) (caddy.Destructor, error) {
 	opts, err := clusterOptions(rawURL)
 	if err != nil {
 		return nil, err
 	}
 	client := redis.NewClusterClient(opts)
+	st, err := store.NewRedisWithOptions(client, prefix, ack) // refuses min_replicas_ack
+	if err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("moserver: storage redis_cluster: %w", err)
+	}
 	// As for a single node, a first ping only informs.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := client.Ping(ctx).Err(); err != nil {
 		caddy.Log().Warn("moserver: Redis Cluster is not reachable yet", zap.Strings("addrs", opts.Addrs), zap.Error(err))
 	}
-	return pooledStore{Store: store.NewRedis(client, prefix), client: client}, nil
+	return pooledStore{Store: st, client: client}, nil
 }
 
 // clusterOptions parses a cluster URL and fills in the fail-fast settings
@@ -142,6 +215,154 @@ func clusterOptions(rawURL string) (*redis.ClusterOptions, error) {
 	}
 	if opts.ReadTimeout == 0 {
 		opts.ReadTimeout = redisIOTimeout
+	}
+	if opts.WriteTimeout == 0 {
+		opts.WriteTimeout = redisIOTimeout
+	}
+	return opts, nil
+}
+
+// newRedisSentinelStore connects, through Redis Sentinel, to the primary
+// the Sentinels name (see sentinelOptions for the URL). The client asks a
+// Sentinel for the primary's address whenever it dials and drops its
+// connections to a demoted primary when Sentinel announces a failover.
+func newRedisSentinelStore(rawURL, prefix string, ack store.RedisOptions) (caddy.Destructor, error) {
+	opts, err := sentinelOptions(rawURL, readTimeout(ack))
+	if err != nil {
+		return nil, err
+	}
+	client := redis.NewFailoverClient(opts)
+	st, err := store.NewRedisWithOptions(client, prefix, ack)
+	if err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("moserver: storage redis_sentinel: %w", err)
+	}
+	// As for a single node, a first ping only informs.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := client.Ping(ctx).Err(); err != nil {
+		caddy.Log().Warn("moserver: the Redis primary is not reachable through Sentinel yet",
+			zap.Strings("sentinels", opts.SentinelAddrs), zap.String("master", opts.MasterName), zap.Error(err))
+	}
+	return pooledStore{Store: st, client: client}, nil
+}
+
+// defaultSentinelPort is the port of a Sentinel address given without one.
+const defaultSentinelPort = "26379"
+
+// sentinelOptions parses a redis_sentinel URL:
+//
+//	redis[s]://[[user]:password@]host[:port][,host[:port]...][/db]?master_name=<name>[&option=value...]
+//
+// The hosts are Sentinels (port 26379 if omitted); more can be given as
+// addr=host:port query parameters. master_name is the name the Sentinels
+// monitor the primary under. The user and password are those of the Redis
+// servers (primary and replicas), as in a redis URL; Sentinels that require
+// a password of their own get it from sentinel_password (and
+// sentinel_username). Other query parameters are go-redis client options
+// (dial_timeout=1s, pool_size=20, ...); the fail-fast settings of the
+// single-server client fill those left unset, the read timeout being
+// readTimeout. Options that would send writes to replicas (replica_only,
+// route_by_latency, route_randomly) are refused, and so are username and
+// password, which belong in the user info. rediss:// uses TLS to the
+// Sentinels and the servers, each checked against the host it is dialed at.
+func sentinelOptions(rawURL string, readTimeout time.Duration) (*redis.FailoverOptions, error) {
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("moserver: storage redis_sentinel: "+format, args...)
+	}
+	// The host list is split here: url.Parse accepts "h1:1,h2:2" as one
+	// host but not "h1:1,h2" (it reads ":1,h2" as the port).
+	scheme, rest, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return nil, fail("the URL must start with redis:// or rediss://")
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	userinfo, hostList := "", rest[:end]
+	if at := strings.LastIndex(hostList, "@"); at >= 0 {
+		userinfo, hostList = hostList[:at+1], hostList[at+1:]
+	}
+	u, err := url.Parse(scheme + "://" + userinfo + "sentinels" + rest[end:])
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err // url.Error repeats the URL, password included
+		}
+		return nil, fail("invalid URL: %v", err)
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return nil, fail("the URL must start with redis:// or rediss://")
+	}
+	if hostList == "" {
+		return nil, fail("the URL names no Sentinel")
+	}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return nil, fail("invalid URL query: %v", err)
+	}
+	for _, k := range []string{"username", "password", "replica_only", "route_by_latency", "route_randomly", "use_disconnected_replicas"} {
+		if q.Has(k) {
+			return nil, fail("the URL option %s is not supported", k)
+		}
+	}
+	if q.Get("master_name") == "" {
+		return nil, fail("the URL needs master_name=<name>, the name the Sentinels monitor the primary under")
+	}
+	var addrs []string
+	for _, h := range strings.Split(hostList, ",") {
+		if h != "" && !strings.Contains(h, ":") || strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+			h = net.JoinHostPort(strings.Trim(h, "[]"), defaultSentinelPort) // no port
+		}
+		host, port, err := net.SplitHostPort(h)
+		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+			return nil, fail("invalid Sentinel address %q", h)
+		}
+		addrs = append(addrs, net.JoinHostPort(host, port))
+	}
+	// Hand go-redis its own form: the first Sentinel as the host, the others
+	// as addr=, Sentinel credentials as the user info, server credentials as
+	// username= and password=.
+	v := url.URL{Scheme: u.Scheme, Host: addrs[0], Path: u.Path}
+	if su, sp := q.Get("sentinel_username"), q.Get("sentinel_password"); su != "" || sp != "" {
+		v.User = url.UserPassword(su, sp)
+	}
+	q.Del("sentinel_username")
+	q.Del("sentinel_password")
+	for _, a := range addrs[1:] {
+		q.Add("addr", a)
+	}
+	if u.User != nil {
+		if name := u.User.Username(); name != "" {
+			q.Set("username", name)
+		}
+		if pw, ok := u.User.Password(); ok {
+			q.Set("password", pw)
+		}
+	}
+	v.RawQuery = q.Encode()
+	opts, err := redis.ParseFailoverURL(v.String())
+	if err != nil {
+		return nil, fail("%v", err)
+	}
+	if opts.TLSConfig != nil {
+		// go-redis names the first Sentinel as the server of every TLS
+		// connection; an empty name makes crypto/tls check each against the
+		// host it dials.
+		opts.TLSConfig.ServerName = ""
+	}
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = redisDialTimeout
+	}
+	if opts.DialerRetries == 0 {
+		opts.DialerRetries = redisDialerRetries
+	}
+	if opts.MaxRetries == 0 {
+		opts.MaxRetries = redisMaxRetries
+	}
+	if opts.ReadTimeout == 0 {
+		opts.ReadTimeout = readTimeout
 	}
 	if opts.WriteTimeout == 0 {
 		opts.WriteTimeout = redisIOTimeout

@@ -38,9 +38,16 @@ import (
 // RefreshInfo is one MULTI/EXEC of two reads in the family's slot. Nothing is
 // ever scanned. Times are taken from the requests, not from Redis, except
 // that Redis drops expired keys by its own clock.
+//
+// With RedisOptions.MinReplicasAck (NewRedisWithOptions), every call that
+// changes state is one pipeline of its script (or SET) and a WAIT on the
+// same connection, and fails with ErrUnavailable unless enough replicas
+// acknowledged the change; see RedisOptions.
 type Redis struct {
-	c      redis.UniversalClient
-	prefix string
+	c          redis.UniversalClient
+	prefix     string
+	ack        int           // RedisOptions.MinReplicasAck; 0: no WAIT
+	ackTimeout time.Duration // RedisOptions.AckTimeout with its default
 }
 
 // NewRedis returns a store that keeps its keys under prefix in c. The prefix
@@ -48,6 +55,137 @@ type Redis struct {
 // store does not own c: Close leaves it open.
 func NewRedis(c redis.UniversalClient, prefix string) *Redis {
 	return &Redis{c: c, prefix: prefix}
+}
+
+// DefaultAckTimeout is the RedisOptions.AckTimeout used when it is zero.
+const DefaultAckTimeout = 500 * time.Millisecond
+
+// ackReadMargin is how much longer than AckTimeout the client's read
+// timeout must be, so that the reply of a WAIT that ran into its timeout is
+// still read rather than timed out (go-redis would then send the whole
+// pipeline again, and a rotation run twice is a replay).
+const ackReadMargin = 250 * time.Millisecond
+
+// ErrNotReplicated is wrapped, together with ErrUnavailable, by the error of
+// a call whose change fewer than RedisOptions.MinReplicasAck replicas
+// acknowledged in time.
+var ErrNotReplicated = errors.New("change not acknowledged by enough replicas")
+
+// RedisOptions tunes a Redis store. The zero value is NewRedis.
+type RedisOptions struct {
+	// MinReplicasAck, when positive, is how many replicas must acknowledge
+	// every change before a call reports it done: CreateFamily, Rotate
+	// (when it rotated, revoked a replayed family or answers a grace
+	// retry), RevokeRefresh, RevokeFamily, RevokeClient and
+	// RevokeAccessToken each send their script (or SET) and
+	// `WAIT MinReplicasAck AckTimeout` in one pipeline on one connection.
+	// When fewer replicas acknowledge within AckTimeout, the call returns
+	// an error wrapping ErrUnavailable and ErrNotReplicated, although the
+	// primary has made the change: callers answer 503, never hand out a
+	// token that is not on a replica, and never acknowledge a revocation
+	// that is not. A rotation that failed so is spent on the primary: the
+	// client's retry with the same token is a grace retry within
+	// RotateRequest.Grace (which then returns the same successor once it is
+	// replicated) and a replay otherwise, so use a grace period with it.
+	// Reads and RecordAuthFailure do not wait.
+	//
+	// It needs a client that talks to one primary, a *redis.Client (single
+	// server, or Sentinel through redis.NewFailoverClient): WAIT counts the
+	// writes of its own connection on its own server, and a Cluster client
+	// routes the keyless WAIT to any master, so NewRedisWithOptions refuses
+	// a ClusterClient. It also needs the client's read timeout to exceed
+	// AckTimeout by 250 ms.
+	MinReplicasAck int
+	// AckTimeout bounds each WAIT; zero means DefaultAckTimeout.
+	AckTimeout time.Duration
+}
+
+// NewRedisWithOptions is NewRedis with options; see RedisOptions for what
+// it refuses.
+func NewRedisWithOptions(c redis.UniversalClient, prefix string, o RedisOptions) (*Redis, error) {
+	s := NewRedis(c, prefix)
+	if o.MinReplicasAck < 0 || o.AckTimeout < 0 {
+		return nil, errors.New("store: min replicas ack and its timeout must not be negative")
+	}
+	if o.MinReplicasAck == 0 {
+		return s, nil
+	}
+	client, ok := c.(*redis.Client)
+	if !ok {
+		return nil, fmt.Errorf("store: min replicas ack needs a single-server or Sentinel client (*redis.Client), not %T: WAIT must reach the primary that made the change", c)
+	}
+	s.ack, s.ackTimeout = o.MinReplicasAck, o.AckTimeout
+	if s.ackTimeout == 0 {
+		s.ackTimeout = DefaultAckTimeout
+	}
+	// WAIT takes whole milliseconds, and 0 would mean "wait forever".
+	s.ackTimeout = max(s.ackTimeout.Round(time.Millisecond), time.Millisecond)
+	if rt := client.Options().ReadTimeout; rt > 0 && rt < s.ackTimeout+ackReadMargin {
+		return nil, fmt.Errorf("store: the client's read timeout %v must exceed the replica ack timeout %v by at least %v",
+			rt, s.ackTimeout, ackReadMargin)
+	}
+	return s, nil
+}
+
+// waitFlag tells a script whether a WAIT follows it ("1") or not ("0").
+func (s *Redis) waitFlag() string {
+	if s.ack > 0 {
+		return "1"
+	}
+	return "0"
+}
+
+// change runs a script that may change state. Without MinReplicasAck it is
+// script.Run and wait is nil. With it, the script and a WAIT are one
+// pipeline, so that they share one connection of one server and WAIT
+// covers what the script wrote (WAIT counts the replicas that have
+// acknowledged the replication offset of the connection's last write).
+// The caller checks wait with acked when the script changed something.
+func (s *Redis) change(ctx context.Context, script *redis.Script, keys []string, args ...any) (cmd, wait *redis.Cmd) {
+	if s.ack <= 0 {
+		return script.Run(ctx, s.c, keys, args...), nil
+	}
+	send := func(load bool) (*redis.Cmd, *redis.Cmd) {
+		pipe := s.c.Pipeline()
+		var cmd *redis.Cmd
+		if load {
+			cmd = script.Eval(ctx, pipe, keys, args...)
+		} else {
+			cmd = script.EvalSha(ctx, pipe, keys, args...)
+		}
+		wait := s.queueWait(ctx, pipe)
+		_, _ = pipe.Exec(ctx) // each command carries its own error
+		return cmd, wait
+	}
+	cmd, wait = send(false)
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		// First use on this server (scripts are not replicated: also the
+		// first use after a failover): send the script itself. The WAIT of
+		// the first pipeline ran for nothing, which costs up to AckTimeout
+		// once per script when replicas lag.
+		cmd, wait = send(true)
+	}
+	return cmd, wait
+}
+
+// queueWait adds `WAIT MinReplicasAck AckTimeout` to a pipeline.
+func (s *Redis) queueWait(ctx context.Context, pipe redis.Pipeliner) *redis.Cmd {
+	return pipe.Do(ctx, "wait", s.ack, s.ackTimeout.Milliseconds())
+}
+
+// acked checks the WAIT that followed a change (nil: none was asked for).
+func (s *Redis) acked(op string, wait *redis.Cmd) error {
+	if wait == nil {
+		return nil
+	}
+	n, err := wait.Int64()
+	if err != nil {
+		return unavailable(op, fmt.Errorf("wait for replicas: %w", err))
+	}
+	if n < int64(s.ack) {
+		return unavailable(op, fmt.Errorf("%w: %d of %d within %v", ErrNotReplicated, n, s.ack, s.ackTimeout))
+	}
+	return nil
 }
 
 func (s *Redis) famKey(family string) string {
@@ -86,8 +224,12 @@ return 1
 
 // rotateScript mirrors (*Memory).Rotate. KEYS fam, old token, new token;
 // ARGV client, normalized scope, now, exp, family exp, grace (ms), sealed,
-// new digest, not before (Unix ms, 0 for none). Replies {outcome name,
-// subject, scope, exp, sealed}.
+// new digest, not before (Unix ms, 0 for none), wait flag. Replies
+// {outcome name, subject, scope, exp, sealed}. With the wait flag "1", a
+// grace retry rewrites the family's current digest unchanged: a write, so
+// that the WAIT after the script covers the original rotation (made on
+// another connection, whose WAIT may have failed) before its successor is
+// handed out again.
 var rotateScript = redis.NewScript(`
 local function num(x) return tonumber(x) or 0 end
 local function subset(req, granted)
@@ -114,6 +256,7 @@ if t[5] == 'rotated' then
   local grace = num(ARGV[6])
   if grace > 0 and now - num(t[7]) <= grace and fam[3] == t[6] and num(t[10]) > now then
     if widened then return {'scope_widened'} end
+    if ARGV[10] == '1' then redis.call('HSET', KEYS[1], 'current', fam[3]) end
     return {'grace_retry', t[2] or '', t[9] or '', t[10], t[8] or ''}
   end
   redis.call('HSET', KEYS[1], 'revoked', '1')
@@ -150,17 +293,26 @@ if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'revoked'
 return 1
 `)
 
-// revokeClientScript: KEYS client; ARGV before (Unix ms), keep (ms). Keeps
-// the later of the stored and the given time, and a TTL of at least keep
-// (a key without TTL, never written by this store, keeps none).
+// revokeClientScript: KEYS client; ARGV before (Unix ms), keep (ms), wait
+// flag. Keeps the later of the stored and the given time, and a TTL of at
+// least keep (a key without TTL, never written by this store, keeps none).
+// With the wait flag "1" a call that changes nothing rewrites the stored
+// time unchanged, so that the WAIT after it covers the earlier change.
 var revokeClientScript = redis.NewScript(`
 local ttl = redis.call('PTTL', KEYS[1])
-local cur = tonumber(redis.call('GET', KEYS[1]))
+local raw = redis.call('GET', KEYS[1])
+local cur = tonumber(raw)
+local wrote = false
 if not cur or cur < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+  wrote = true
 end
 if ttl ~= -1 and ttl < tonumber(ARGV[2]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  wrote = true
+end
+if not wrote and ARGV[3] == '1' then
+  redis.call('SET', KEYS[1], raw, 'KEEPTTL')
 end
 return 1
 `)
@@ -186,16 +338,17 @@ func (s *Redis) CreateFamily(ctx context.Context, f NewFamily) error {
 	}
 	exp := millis(f.ExpiresAt)
 	famExp := max(millis(f.FamilyExpiresAt), exp)
-	n, err := createScript.Run(ctx, s.c,
+	cmd, wait := s.change(ctx, createScript,
 		[]string{s.famKey(f.FamilyID), s.tokenKey(f.FamilyID, f.Digest)},
-		f.ClientID, f.Digest, f.Subject, f.Scope, exp, famExp, millis(f.IssuedAt)).Int()
+		f.ClientID, f.Digest, f.Subject, f.Scope, exp, famExp, millis(f.IssuedAt))
+	n, err := cmd.Int()
 	if err != nil {
 		return unavailable("create family", err)
 	}
 	if n == 0 {
 		return errFamilyExists
 	}
-	return nil
+	return s.acked("create family", wait)
 }
 
 // Rotate spends a refresh token and stores its successor in one script; see
@@ -209,18 +362,29 @@ func (s *Redis) Rotate(ctx context.Context, r RotateRequest) (RotateResult, erro
 	}
 	exp := millis(r.ExpiresAt)
 	famExp := max(millis(r.FamilyExpiresAt), exp)
-	reply, err := rotateScript.Run(ctx, s.c,
+	cmd, wait := s.change(ctx, rotateScript,
 		[]string{
 			s.famKey(r.FamilyID),
 			s.tokenKey(r.FamilyID, r.OldDigest),
 			s.tokenKey(r.FamilyID, r.NewDigest),
 		},
 		r.ClientID, normalizeScope(r.Scope), millis(r.Now), exp, famExp,
-		graceMillis(r.Grace), r.Sealed, r.NewDigest, millis(r.NotBefore)).Slice()
+		graceMillis(r.Grace), r.Sealed, r.NewDigest, millis(r.NotBefore), s.waitFlag())
+	reply, err := cmd.Slice()
 	if err != nil {
 		return RotateResult{}, unavailable("rotate", err)
 	}
-	return parseRotateReply(reply)
+	res, err := parseRotateReply(reply)
+	if err != nil {
+		return res, err
+	}
+	switch res.Outcome {
+	case Rotated, GraceRetry, Replayed: // the script wrote
+		if err := s.acked("rotate", wait); err != nil {
+			return RotateResult{}, err
+		}
+	}
+	return res, nil
 }
 
 // parseRotateReply decodes {outcome name, subject, scope, exp, sealed}.
@@ -258,13 +422,17 @@ func (s *Redis) RevokeRefresh(ctx context.Context, familyID, digest, clientID st
 	if !validFamilyID(familyID) {
 		return RevokeNotFound, nil
 	}
-	res, err := revokeRefreshScript.Run(ctx, s.c,
-		[]string{s.famKey(familyID), s.tokenKey(familyID, digest)}, clientID).Text()
+	cmd, wait := s.change(ctx, revokeRefreshScript,
+		[]string{s.famKey(familyID), s.tokenKey(familyID, digest)}, clientID)
+	res, err := cmd.Text()
 	if err != nil {
 		return 0, unavailable("revoke refresh token", err)
 	}
 	switch res {
 	case "revoked":
+		if err := s.acked("revoke refresh token", wait); err != nil {
+			return 0, err
+		}
 		return FamilyRevokedNow, nil
 	case "not_found":
 		return RevokeNotFound, nil
@@ -279,10 +447,11 @@ func (s *Redis) RevokeFamily(ctx context.Context, familyID string) error {
 	if !validFamilyID(familyID) {
 		return nil
 	}
-	if err := revokeFamilyScript.Run(ctx, s.c, []string{s.famKey(familyID)}).Err(); err != nil {
+	cmd, wait := s.change(ctx, revokeFamilyScript, []string{s.famKey(familyID)})
+	if err := cmd.Err(); err != nil {
 		return unavailable("revoke family", err)
 	}
-	return nil
+	return s.acked("revoke family", wait)
 }
 
 // FamilyRevoked reports whether a family is revoked (false if unknown).
@@ -309,6 +478,16 @@ func (s *Redis) RevokeAccessToken(ctx context.Context, jti string, exp time.Time
 	}
 	// Round up to whole milliseconds: go-redis would send PX then.
 	ttl = (ttl + time.Millisecond - 1).Truncate(time.Millisecond)
+	if s.ack > 0 {
+		pipe := s.c.Pipeline()
+		set := pipe.Set(ctx, s.jtiKey(jti), "1", ttl)
+		wait := s.queueWait(ctx, pipe)
+		_, _ = pipe.Exec(ctx) // each command carries its own error
+		if err := set.Err(); err != nil {
+			return unavailable("revoke access token", err)
+		}
+		return s.acked("revoke access token", wait)
+	}
 	if err := s.c.Set(ctx, s.jtiKey(jti), "1", ttl).Err(); err != nil {
 		return unavailable("revoke access token", err)
 	}
@@ -387,11 +566,11 @@ func (s *Redis) RevokeClient(ctx context.Context, clientID string, before time.T
 	if b <= 0 {
 		return nil
 	}
-	err := revokeClientScript.Run(ctx, s.c, []string{s.clientKey(clientID)}, b, keepMillis(keep)).Err()
-	if err != nil {
+	cmd, wait := s.change(ctx, revokeClientScript, []string{s.clientKey(clientID)}, b, keepMillis(keep), s.waitFlag())
+	if err := cmd.Err(); err != nil {
 		return unavailable("revoke client", err)
 	}
-	return nil
+	return s.acked("revoke client", wait)
 }
 
 // ClientRevokedBefore returns the client's revoked-before time, zero if none.
