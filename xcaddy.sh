@@ -54,6 +54,8 @@ commands:
   bench   build, then the end-to-end load benchmark of issue 5 (ceiling, client_credentials per
           algorithm, refresh/revocation on a private Redis, 1M stored families; ~3 min);
           writes bench/results.{md,json,svg,png} (BENCH_DURATION=10s BENCH_CONCURRENCY=64 ...)
+  soak    build, then the soak of issue 4 (SOAK_DURATION=2m of mixed grants at 80% of the measured
+          capacity, private Redis); writes soak/results.md, exits 1 if a guarantee fails; not in test
 EOF
 }
 
@@ -349,6 +351,33 @@ cmd_bench() {
 }
 
 # ---------------------------------------------------------------------------
+# soak
+# ---------------------------------------------------------------------------
+
+# The soak of issue 4 item 7 (soak/cmd/moserver-soak; its package comment has the details):
+# builds ./caddy, then the soak starts a private redis-server and ./caddy on loopback ports,
+# measures capacity, runs SOAK_DURATION of mixed grants at SOAK_LOAD of it, checks 5xx, lost or
+# duplicated rotations, replays, revocations and Caddy's memory, prints a table and writes
+# soak/results.md. Knobs: SOAK_DURATION (2m), SOAK_LOAD (0.8), SOAK_CAPACITY_DURATION (3s),
+# SOAK_CONCURRENCY (64), SOAK_WORKERS (64), SOAK_SAMPLE (5s), SOAK_RATE (ops/s, skips the
+# capacity phases), SOAK_KEEP=1 (keep the temp dir).
+cmd_soak() {
+	command -v redis-server >/dev/null 2>&1 || die "redis-server not found; install it with: sudo apt-get install -y redis-server"
+	cmd_build
+	local bin_dir rc=0
+	bin_dir="$(mktemp -d)"
+	log "building the soak (soak/cmd/moserver-soak)"
+	if ! go build -o "$bin_dir/moserver-soak" ./soak/cmd/moserver-soak; then
+		rm -rf "$bin_dir"
+		die "building soak/cmd/moserver-soak failed"
+	fi
+	# It stops every process it starts, also on Ctrl-C (exit 130) and on failure.
+	"$bin_dir/moserver-soak" -caddy "$ROOT/caddy" -out "$ROOT/soak" "$@" || rc=$?
+	rm -rf "$bin_dir"
+	return "$rc"
+}
+
+# ---------------------------------------------------------------------------
 
 case "${1:-}" in
 build) cmd_build ;;
@@ -357,6 +386,10 @@ test) cmd_test ;;
 bench)
 	shift
 	cmd_bench "$@"
+	;;
+soak)
+	shift
+	cmd_soak "$@"
 	;;
 -h | --help | help)
 	usage

@@ -1,0 +1,468 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// proc is a child process the soak started and must stop.
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	exited  chan struct{} // closed when the process has exited
+	err     error         // its exit status, valid once exited is closed
+}
+
+// startProc starts bin in its own process group (a Ctrl-C on the terminal
+// reaches only the soak, which then stops its children in order) with
+// PR_SET_PDEATHSIG, so the kernel kills it if the soak dies without cleaning
+// up. Its stdout and stderr go to logPath.
+func startProc(name, logPath string, env []string, bin string, args ...string) (*proc, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, logPath: logPath, exited: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		logf.Close()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) running() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// stop sends sig to the process group, waits up to grace, then kills the
+// group and waits for the exit. Safe to call more than once, and on nil.
+func (p *proc) stop(sig syscall.Signal, grace time.Duration) {
+	if p == nil || !p.running() {
+		return
+	}
+	_ = syscall.Kill(-p.pid(), sig)
+	select {
+	case <-p.exited:
+		return
+	case <-time.After(grace):
+	}
+	_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
+	<-p.exited
+}
+
+// logTail returns the last n lines of the process's log.
+func (p *proc) logTail(n int) string {
+	data, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return "(no log: " + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitFor polls check until it succeeds, p exits, ctx ends or timeout passes.
+func waitFor(ctx context.Context, timeout time.Duration, p *proc, check func(context.Context) error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := check(cctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if !p.running() {
+			return fmt.Errorf("%s exited (%v) before it was ready: %w", p.name, p.err, err)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready after %s: %w", p.name, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// redisServer is the soak's private redis-server.
+type redisServer struct {
+	*proc
+	addr   string
+	client *redis.Client
+}
+
+// startRedis starts redis-server on a free loopback port, without
+// persistence, and waits until it answers PING.
+func startRedis(ctx context.Context, dir string) (*redisServer, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("redis-server not found on PATH (apt-get install -y redis-server): %w", err)
+	}
+	var lastErr error
+	for range 3 { // the free port may be taken before redis binds it
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		p, err := startProc("redis-server", filepath.Join(dir, "redis.log"), os.Environ(), bin,
+			"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+			"--dir", dir, "--daemonize", "no", "--loglevel", "warning")
+		if err != nil {
+			return nil, err
+		}
+		c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 2})
+		if err := waitFor(ctx, 10*time.Second, p, func(ctx context.Context) error { return c.Ping(ctx).Err() }); err != nil {
+			c.Close()
+			p.stop(syscall.SIGTERM, 3*time.Second)
+			lastErr = fmt.Errorf("redis-server on %s: %w\n%s", addr, err, p.logTail(20))
+			continue
+		}
+		return &redisServer{proc: p, addr: addr, client: c}, nil
+	}
+	return nil, lastErr
+}
+
+func (r *redisServer) close() {
+	if r == nil {
+		return
+	}
+	r.client.Close()
+	r.stop(syscall.SIGTERM, 5*time.Second)
+}
+
+// usedMemory is Redis's used_memory in bytes (-1 if unknown).
+func (r *redisServer) usedMemory(ctx context.Context) int64 {
+	info, err := r.client.Info(ctx, "memory").Result()
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err == nil {
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+// caddyServer is the Caddy under test.
+type caddyServer struct {
+	*proc
+	base  string // http://127.0.0.1:<port>
+	admin string // 127.0.0.1:<port>
+}
+
+// buildCaddyfile renders the soak's Caddyfile: one moserver site on a
+// loopback port with the private Redis, and the admin endpoint on another.
+func buildCaddyfile(adminPort, port int, redisAddr, storageDir string) string {
+	return fmt.Sprintf(`{
+	admin 127.0.0.1:%[1]d
+	persist_config off
+	auto_https off
+	skip_install_trust
+	storage file_system %[4]q
+	grace_period 2s
+}
+
+http://127.0.0.1:%[2]d {
+	bind 127.0.0.1
+	moserver {
+		issuer http://127.0.0.1:%[2]d/wp-json/moserver
+		storage redis redis://%[3]s/0
+		key_prefix soak:
+		client %[5]s {
+			secret %[6]s
+			scopes profile email
+		}
+		client %[7]s {
+			secret %[8]s
+			scopes profile email
+			refresh_tokens
+		}
+	}
+	respond "not the token endpoint" 404
+}
+`, adminPort, port, redisAddr, storageDir, ccClient, ccSecret, rtClient, rtSecret)
+}
+
+// startCaddy writes the Caddyfile into dir, runs `caddy run` with HOME and
+// the XDG directories inside dir and waits until the JWKS answers 200.
+func startCaddy(ctx context.Context, bin, dir, redisAddr string) (*caddyServer, error) {
+	var ports [2]int
+	for i := range ports {
+		for {
+			p, err := freePort()
+			if err != nil {
+				return nil, err
+			}
+			if i == 0 || p != ports[0] {
+				ports[i] = p
+				break
+			}
+		}
+	}
+	for _, d := range []string{"home", "data", "config", "cache"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	cfgPath := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(cfgPath, []byte(buildCaddyfile(ports[0], ports[1], redisAddr, filepath.Join(dir, "data"))), 0o600); err != nil {
+		return nil, err
+	}
+	env := append(os.Environ(),
+		"HOME="+filepath.Join(dir, "home"),
+		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
+		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
+		"XDG_CACHE_HOME="+filepath.Join(dir, "cache"),
+	)
+	p, err := startProc("caddy", filepath.Join(dir, "caddy.log"), env, bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
+	if err != nil {
+		return nil, err
+	}
+	cs := &caddyServer{proc: p, base: fmt.Sprintf("http://127.0.0.1:%d", ports[1]), admin: fmt.Sprintf("127.0.0.1:%d", ports[0])}
+	hc := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}, Timeout: 2 * time.Second}
+	err = waitFor(ctx, 20*time.Second, p, func(ctx context.Context) error {
+		_, err := getBody(ctx, hc, cs.base+"/wp-json/moserver/jwks")
+		return err
+	})
+	if err != nil {
+		p.stop(syscall.SIGINT, 5*time.Second)
+		return nil, fmt.Errorf("caddy: %w\n--- caddy log (tail) ---\n%s", err, p.logTail(30))
+	}
+	return cs, nil
+}
+
+// getBody GETs url and returns the body of a 200.
+func getBody(ctx context.Context, c *http.Client, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: HTTP %d", url, res.StatusCode)
+	}
+	return body, nil
+}
+
+// goHeap is what Caddy's admin /debug/vars and /debug/pprof/goroutine say
+// about its Go heap and goroutines (-1 where unknown).
+type goHeap struct {
+	heapInuse  int64
+	goroutines int64
+}
+
+func (cs *caddyServer) goHeap(ctx context.Context, c *http.Client) goHeap {
+	out := goHeap{heapInuse: -1, goroutines: -1}
+	if body, err := getBody(ctx, c, "http://"+cs.admin+"/debug/vars"); err == nil {
+		var v struct {
+			Memstats struct {
+				HeapInuse int64 `json:"HeapInuse"`
+			} `json:"memstats"`
+		}
+		if json.Unmarshal(body, &v) == nil {
+			out.heapInuse = v.Memstats.HeapInuse
+		}
+	}
+	if body, err := getBody(ctx, c, "http://"+cs.admin+"/debug/pprof/goroutine?debug=1"); err == nil {
+		line, _, _ := bytes.Cut(body, []byte("\n"))
+		if s, ok := strings.CutPrefix(string(line), "goroutine profile: total "); ok {
+			if n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64); err == nil {
+				out.goroutines = n
+			}
+		}
+	}
+	return out
+}
+
+// procStatusKB returns a field (e.g. VmRSS) of /proc/<pid>/status in KiB.
+func procStatusKB(pid int, name string) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && k == name {
+			fs := strings.Fields(v)
+			if len(fs) > 0 {
+				return strconv.ParseInt(fs[0], 10, 64)
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", name, pid)
+}
+
+// procCPU returns the user+system CPU time of pid (USER_HZ is 100 on Linux).
+func procCPU(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may contain spaces; the fields after it follow the last ')'.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, errors.New("malformed /proc stat times")
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
+}
+
+// loadAvg returns /proc/loadavg's first three fields ("?" if unknown).
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// moserverCounters scrapes Caddy's admin /metrics for the module's request
+// counters (process-wide), keyed like metricKey.
+func moserverCounters(ctx context.Context, admin string) (map[string]int64, error) {
+	hc := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	body, err := getBody(ctx, hc, "http://"+admin+"/metrics")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	sample := regexp.MustCompile(`^(moserver_token_requests_total|moserver_revocations_total)\{(.*)\} (\S+)$`)
+	label := regexp.MustCompile(`(grant|outcome)="([^"]*)"`)
+	for _, line := range strings.Split(string(body), "\n") {
+		m := sample.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		v, err := strconv.ParseFloat(m[3], 64)
+		if err != nil {
+			return nil, fmt.Errorf("metrics line %q: %w", line, err)
+		}
+		labels := map[string]string{}
+		for _, l := range label.FindAllStringSubmatch(m[2], -1) {
+			labels[l[1]] = l[2]
+		}
+		key := fmt.Sprintf(`%s{outcome=%q}`, m[1], labels["outcome"])
+		if m[1] == "moserver_token_requests_total" {
+			key = fmt.Sprintf(`%s{grant=%q,outcome=%q}`, m[1], labels["grant"], labels["outcome"])
+		}
+		out[key] += int64(v)
+	}
+	return out, nil
+}
+
+// cpuSnap is the CPU time used so far by Caddy, Redis, the soak itself and
+// the whole machine (busy time of all cores).
+type cpuSnap struct {
+	caddy, redis, self, machine time.Duration
+}
+
+func takeCPU(caddyPid, redisPid int) cpuSnap {
+	var s cpuSnap
+	s.caddy, _ = procCPU(caddyPid)
+	s.redis, _ = procCPU(redisPid)
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		s.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	s.machine = machineBusy()
+	return s
+}
+
+func (s cpuSnap) sub(o cpuSnap) cpuSnap {
+	return cpuSnap{s.caddy - o.caddy, s.redis - o.redis, s.self - o.self, s.machine - o.machine}
+}
+
+// machineBusy is the busy time of all cores since boot (user, nice, system,
+// irq, softirq, steal of /proc/stat's "cpu" line).
+func machineBusy() time.Duration {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var busy int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		v, _ := strconv.ParseInt(f[i], 10, 64)
+		busy += v
+	}
+	return time.Duration(busy) * 10 * time.Millisecond
+}
