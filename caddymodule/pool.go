@@ -137,6 +137,23 @@ func readTimeout(ack store.RedisOptions) time.Duration {
 	return redisIOTimeout + ack.AckTimeout
 }
 
+// poolRedis makes the store of a new client for the pool. A first ping only
+// informs: Redis may come up after Caddy, and the requests that need it
+// answer 503 until it does.
+func poolRedis(client redis.UniversalClient, prefix string, ack store.RedisOptions, kind string, where ...zap.Field) (caddy.Destructor, error) {
+	st, err := store.NewRedisWithOptions(client, prefix, ack)
+	if err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("moserver: storage %s: %w", kind, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := client.Ping(ctx).Err(); err != nil {
+		caddy.Log().Warn("moserver: the "+kind+" store is not reachable yet", append(where, zap.Error(err))...)
+	}
+	return pooledStore{Store: st, client: client}, nil
+}
+
 // newRedisStore connects to a single Redis server named by a redis:// or
 // rediss:// URL.
 func newRedisStore(rawURL, prefix string, ack store.RedisOptions) (caddy.Destructor, error) {
@@ -156,19 +173,7 @@ func newRedisStore(rawURL, prefix string, ack store.RedisOptions) (caddy.Destruc
 		ReadTimeout:   readTimeout(ack),
 		WriteTimeout:  redisIOTimeout,
 	})
-	st, err := store.NewRedisWithOptions(client, prefix, ack)
-	if err != nil {
-		_ = client.Close()
-		return nil, fmt.Errorf("moserver: storage redis: %w", err)
-	}
-	// A first ping only informs: Redis may come up after Caddy, and requests
-	// that need it answer 503 until it does.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := client.Ping(ctx).Err(); err != nil {
-		caddy.Log().Warn("moserver: Redis is not reachable yet", zap.String("addr", opts.Addr), zap.Error(err))
-	}
-	return pooledStore{Store: st, client: client}, nil
+	return poolRedis(client, prefix, ack, "redis", zap.String("addr", opts.Addr))
 }
 
 // newRedisClusterStore connects to a Redis Cluster named by go-redis's
@@ -183,18 +188,7 @@ func newRedisClusterStore(rawURL, prefix string, ack store.RedisOptions) (caddy.
 		return nil, err
 	}
 	client := redis.NewClusterClient(opts)
-	st, err := store.NewRedisWithOptions(client, prefix, ack) // refuses min_replicas_ack
-	if err != nil {
-		_ = client.Close()
-		return nil, fmt.Errorf("moserver: storage redis_cluster: %w", err)
-	}
-	// As for a single node, a first ping only informs.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := client.Ping(ctx).Err(); err != nil {
-		caddy.Log().Warn("moserver: Redis Cluster is not reachable yet", zap.Strings("addrs", opts.Addrs), zap.Error(err))
-	}
-	return pooledStore{Store: st, client: client}, nil
+	return poolRedis(client, prefix, ack, "redis_cluster", zap.Strings("addrs", opts.Addrs)) // refuses min_replicas_ack
 }
 
 // clusterOptions parses a cluster URL and fills in the fail-fast settings
@@ -232,19 +226,8 @@ func newRedisSentinelStore(rawURL, prefix string, ack store.RedisOptions) (caddy
 		return nil, err
 	}
 	client := redis.NewFailoverClient(opts)
-	st, err := store.NewRedisWithOptions(client, prefix, ack)
-	if err != nil {
-		_ = client.Close()
-		return nil, fmt.Errorf("moserver: storage redis_sentinel: %w", err)
-	}
-	// As for a single node, a first ping only informs.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := client.Ping(ctx).Err(); err != nil {
-		caddy.Log().Warn("moserver: the Redis primary is not reachable through Sentinel yet",
-			zap.Strings("sentinels", opts.SentinelAddrs), zap.String("master", opts.MasterName), zap.Error(err))
-	}
-	return pooledStore{Store: st, client: client}, nil
+	return poolRedis(client, prefix, ack, "redis_sentinel",
+		zap.Strings("sentinels", opts.SentinelAddrs), zap.String("master", opts.MasterName))
 }
 
 // defaultSentinelPort is the port of a Sentinel address given without one.
