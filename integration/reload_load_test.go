@@ -39,7 +39,7 @@ const (
 	// that got no response at all may still be put down to the reload.
 	reloadWindowAfter = time.Second
 	// reloadMaxAttempts bounds the attempts of one request.
-	reloadMaxAttempts = 3
+	reloadMaxAttempts = 4
 	// reloadRequestTimeout bounds every attempt.
 	reloadRequestTimeout = 10 * time.Second
 	// reloadMaxWorkerOps bounds each worker's loop in count as well as in time.
@@ -427,6 +427,9 @@ func (lc *loadClient) send(what, path string, form url.Values, want string) (res
 		lc.mu.Lock()
 		lc.kinds[errorKind(r.err)]++
 		lc.mu.Unlock()
+		// The pool may hold more connections of the replaced server, which
+		// would fail the retry the same way: dial a fresh one.
+		lc.client.CloseIdleConnections()
 	}
 	if !r.is(want) {
 		lc.failures.Add(1)
