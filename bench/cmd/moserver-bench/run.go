@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/caddy-moserver/caddy-moserver/internal/loadtest"
 	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
 )
 
@@ -34,8 +35,8 @@ type bench struct {
 	cfg   config
 	rep   *Report
 	gen   *generator
-	caddy *proc
-	redis *redisServer
+	caddy *loadtest.Proc
+	redis *loadtest.Redis
 	sites map[string]site
 	// ceilingPort is the port of the static ceiling site.
 	ceilingPort int
@@ -78,13 +79,13 @@ func run(ctx context.Context, cfg config) (err error) {
 	}
 
 	// How busy the machine is without us: one second of /proc/stat.
-	busy0, self0, t0 := machineBusy(), selfCPU(), time.Now()
+	busy0, self0, t0 := loadtest.MachineBusy(), selfCPU(), time.Now()
 	select {
 	case <-time.After(time.Second):
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	rep.OtherCPUPctStart = max(0, 100*float64(machineBusy()-busy0-(selfCPU()-self0))/(float64(time.Since(t0))*float64(rep.Cores)))
+	rep.OtherCPUPctStart = max(0, 100*float64(loadtest.MachineBusy()-busy0-(selfCPU()-self0))/(float64(time.Since(t0))*float64(rep.Cores)))
 	fmt.Printf("CPU used by other processes before the run: %.0f%% of %d cores\n", rep.OtherCPUPctStart, rep.Cores)
 	if rep.OtherCPUPctStart > 10 {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("Other processes used %.0f%% of the %d cores just before the run; the rows share the machine with them (see the column \"others' CPU\").", rep.OtherCPUPctStart, rep.Cores))
@@ -105,16 +106,16 @@ func run(ctx context.Context, cfg config) (err error) {
 	// connections), and say so.
 	defer func() {
 		if b.caddy != nil {
-			b.caddy.stop(syscall.SIGINT, 5*time.Second)
+			b.caddy.Stop(syscall.SIGINT, 5*time.Second)
 		}
 		if b.redis != nil {
-			b.redis.close()
+			b.redis.Close()
 		}
 		if b.caddy != nil || b.redis != nil {
 			logf("stopped caddy and redis-server")
 		}
 		if err != nil && ctx.Err() == nil && b.caddy != nil {
-			fmt.Fprintf(os.Stderr, "--- caddy log (tail) ---\n%s\n", b.caddy.logTail(30))
+			fmt.Fprintf(os.Stderr, "--- caddy log (tail) ---\n%s\n", b.caddy.LogTail(30))
 		}
 	}()
 
@@ -126,10 +127,10 @@ func run(ctx context.Context, cfg config) (err error) {
 	}
 
 	// Memory at the end of the run, before anything stops.
-	if m, err := procStatusKB(b.caddy.pid(), "VmRSS", "VmHWM"); err == nil {
+	if m, err := procStatusKB(b.caddy.PID(), "VmRSS", "VmHWM"); err == nil {
 		rep.Memory.CaddyRSSKB, rep.Memory.CaddyHWMKB = m["VmRSS"], m["VmHWM"]
 	}
-	if info, err := b.redis.client.InfoMap(ctx, "memory").Result(); err == nil {
+	if info, err := b.redis.Client.InfoMap(ctx, "memory").Result(); err == nil {
 		rep.Memory.RedisUsedMem = info["Memory"]["used_memory_human"]
 	}
 	rep.UptimeEnd = uptime()
@@ -180,7 +181,7 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 	rep := b.rep
 	logf("generating signing keys with tokens.GenerateKey (ES256, EdDSA, HS256, RS256)")
 	algs := []string{"ES256", "EdDSA", "HS256", "RS256"}
-	ports, err := freePorts(2 + len(algs))
+	ports, err := loadtest.FreePorts(2 + len(algs))
 	if err != nil {
 		return err
 	}
@@ -203,16 +204,16 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 	}
 
 	logf("starting redis-server (no persistence)")
-	if b.redis, err = startRedis(ctx, tmp); err != nil {
+	if b.redis, err = loadtest.StartRedis(ctx, tmp, 16); err != nil {
 		return err
 	}
-	logf("redis-server pid %d on %s", b.redis.pid(), b.redis.addr)
+	logf("redis-server pid %d on %s", b.redis.PID(), b.redis.Addr)
 
 	body, err := ceilingBody(esKey, b.sites["ES256"].issuer())
 	if err != nil {
 		return err
 	}
-	cf := buildCaddyfile(adminPort, ceilingPort, body, "redis://"+b.redis.addr+"/0", filepath.Join(tmp, "storage"), sites)
+	cf := buildCaddyfile(adminPort, ceilingPort, body, "redis://"+b.redis.Addr+"/0", filepath.Join(tmp, "storage"), sites)
 	cfPath := filepath.Join(tmp, "Caddyfile")
 	if err := os.WriteFile(cfPath, []byte(cf), 0o600); err != nil {
 		return err
@@ -227,7 +228,7 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 		return err
 	}
 	logf("caddy pid %d: ceiling on :%d, ES256 :%d, EdDSA :%d, HS256 :%d, RS256 :%d, admin :%d",
-		b.caddy.pid(), ceilingPort, b.sites["ES256"].port, b.sites["EdDSA"].port, b.sites["HS256"].port, b.sites["RS256"].port, adminPort)
+		b.caddy.PID(), ceilingPort, b.sites["ES256"].port, b.sites["EdDSA"].port, b.sites["HS256"].port, b.sites["RS256"].port, adminPort)
 
 	// One request each: the sizes of the bodies, to show the ceiling's body
 	// is token-sized.
@@ -252,9 +253,9 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 		rep.ResponseBytes["ceiling"], rep.ResponseBytes["ES256"], rep.ResponseBytes["EdDSA"], rep.ResponseBytes["HS256"], rep.ResponseBytes["RS256"])
 
 	b.gen = &generator{concurrency: b.cfg.concurrency, cpu: func() cpuSnap {
-		s := cpuSnap{self: selfCPU(), machine: machineBusy(), at: time.Now()}
-		s.caddy, _ = procCPU(b.caddy.pid())
-		s.redis, _ = procCPU(b.redis.pid())
+		s := cpuSnap{self: selfCPU(), machine: loadtest.MachineBusy(), at: time.Now()}
+		s.caddy, _ = loadtest.ProcCPU(b.caddy.PID())
+		s.redis, _ = loadtest.ProcCPU(b.redis.PID())
 		return s
 	}}
 	return nil
@@ -271,11 +272,11 @@ func (b *bench) measure(ctx context.Context, key, name, label string, extra bool
 		return row, nil, ctx.Err()
 	}
 	row.Load1 = loadAvg()
-	if !b.caddy.running() {
-		return row, nil, fmt.Errorf("caddy exited during %q: %v", name, b.caddy.err)
+	if !b.caddy.Running() {
+		return row, nil, fmt.Errorf("caddy exited during %q: %v", name, b.caddy.Err())
 	}
-	if !b.redis.running() {
-		return row, nil, fmt.Errorf("redis-server exited during %q: %v", name, b.redis.err)
+	if !b.redis.Running() {
+		return row, nil, fmt.Errorf("redis-server exited during %q: %v", name, b.redis.Err())
 	}
 	if res != nil {
 		row.ErrorKinds = describeErrors(res.ErrorKinds)
@@ -449,7 +450,7 @@ func (b *bench) rows(ctx context.Context) error {
 
 	if cfg.families > 0 {
 		logf("writing %d live refresh families into Redis (prefix %s)", cfg.families, es.prefix)
-		fill, err := fillFamilies(ctx, b.redis.client, es.prefix, rtClient, cfg.families)
+		fill, err := fillFamilies(ctx, b.redis.Client, es.prefix, rtClient, cfg.families)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

@@ -53,6 +53,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/loadtest"
 )
 
 // config is what one run does.
@@ -226,17 +228,17 @@ func run(ctx context.Context, cfg config) (err error) {
 		os.RemoveAll(dir)
 	}()
 
-	rds, err := startRedis(ctx, dir)
+	rds, err := loadtest.StartRedis(ctx, dir, 2)
 	if err != nil {
 		return err
 	}
-	defer rds.close()
-	caddy, err := startCaddy(ctx, cfg.caddyBin, dir, rds.addr)
+	defer rds.Close()
+	caddy, err := startCaddy(ctx, cfg.caddyBin, dir, rds.Addr)
 	if err != nil {
 		return err
 	}
-	defer caddy.stop(syscall.SIGINT, 10*time.Second)
-	logf("redis-server on %s, caddy (pid %d) on %s, admin %s; load average %s", rds.addr, caddy.pid(), caddy.base, caddy.admin, rep.loadBefore)
+	defer caddy.Stop(syscall.SIGINT, 10*time.Second)
+	logf("redis-server on %s, caddy (pid %d) on %s, admin %s; load average %s", rds.Addr, caddy.PID(), caddy.base, caddy.admin, rep.loadBefore)
 
 	client := newHTTPClient(max(cfg.workers, cfg.concurrency)+8, requestTimeout)
 	defer client.CloseIdleConnections()
@@ -258,7 +260,7 @@ func run(ctx context.Context, cfg config) (err error) {
 		}
 		rep.capacityPhaseIssues = capRun.failureCounts()
 		if rep.mixOpsCap < 1 {
-			return fmt.Errorf("the measured capacity is %.2f ops/s; is Caddy working? caddy log:\n%s", rep.mixOpsCap, caddy.logTail(30))
+			return fmt.Errorf("the measured capacity is %.2f ops/s; is Caddy working? caddy log:\n%s", rep.mixOpsCap, caddy.LogTail(30))
 		}
 		rep.target = cfg.load * rep.mixOpsCap
 	}
@@ -268,7 +270,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	rep.run = run
 	logf("soak: the mix at %.0f ops/s for %s (open loop, up to %d in flight); Caddy's memory every %s",
 		rep.target, cfg.duration, cfg.workers, cfg.sample)
-	cpu0 := takeCPU(caddy.pid(), rds.pid())
+	cpu0 := takeCPU(caddy.PID(), rds.PID())
 	sampler := startSampler(ctx, caddy, rds, cfg.sample)
 	var lastOps, lastReqs int64
 	var lastAt time.Duration
@@ -282,14 +284,14 @@ func run(ctx context.Context, cfg config) (err error) {
 		for _, n := range f {
 			bad += n
 		}
-		rss, _ := procStatusKB(caddy.pid(), "VmRSS")
+		rss, _ := procStatusKB(caddy.PID(), "VmRSS")
 		logf("  %3.0fs: %.0f ops/s, %.0f req/s over the last %s; %d failures; Caddy RSS %s",
 			el.Seconds(), float64(ops-lastOps)/(el-lastAt).Seconds(), float64(reqs-lastReqs)/(el-lastAt).Seconds(),
 			(el - lastAt).Round(time.Second), bad, mib(rss))
 		lastOps, lastReqs, lastAt = ops, reqs, el
 	})
 	rep.samples = sampler.stop()
-	rep.cpu = takeCPU(caddy.pid(), rds.pid()).sub(cpu0)
+	rep.cpu = takeCPU(caddy.PID(), rds.PID()).sub(cpu0)
 	rep.soakOps, rep.soakReqs = run.ops.Load(), run.requests.Load()
 	if ctx.Err() != nil {
 		return ctx.Err()
@@ -302,8 +304,8 @@ func run(ctx context.Context, cfg config) (err error) {
 	}
 	rep.answers = tl.snapshot()
 	rep.counters, rep.countersErr = moserverCounters(ctx, caddy.admin)
-	rep.caddyAlive = caddy.running()
-	if data, err := os.ReadFile(caddy.logPath); err == nil {
+	rep.caddyAlive = caddy.Running()
+	if data, err := os.ReadFile(caddy.LogPath); err == nil {
 		rep.panics = strings.Contains(string(data), "panic")
 	}
 	rep.loadAfter = loadAvg()
@@ -322,7 +324,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	logf("wrote %s", out)
 	if rep.failed {
 		if !cfg.keep {
-			fmt.Printf("--- caddy log (tail) ---\n%s\n", caddy.logTail(20))
+			fmt.Printf("--- caddy log (tail) ---\n%s\n", caddy.LogTail(20))
 		}
 		return errGuarantee
 	}
@@ -337,20 +339,20 @@ type sampler struct {
 	samples []memSample
 }
 
-func startSampler(ctx context.Context, caddy *caddyServer, rds *redisServer, every time.Duration) *sampler {
+func startSampler(ctx context.Context, caddy *caddyServer, rds *loadtest.Redis, every time.Duration) *sampler {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &sampler{cancel: cancel, done: make(chan struct{})}
 	start := time.Now()
 	hc := newHTTPClient(1, 5*time.Second)
 	take := func(at time.Duration) {
-		rss, err := procStatusKB(caddy.pid(), "VmRSS")
+		rss, err := procStatusKB(caddy.PID(), "VmRSS")
 		if err != nil {
 			return
 		}
 		cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer ccancel()
 		h := caddy.goHeap(cctx, hc)
-		m := memSample{at: at, rssKB: rss, heapInuse: h.heapInuse, goroutines: h.goroutines, redisUsed: rds.usedMemory(cctx)}
+		m := memSample{at: at, rssKB: rss, heapInuse: h.heapInuse, goroutines: h.goroutines, redisUsed: usedMemory(cctx, rds)}
 		s.mu.Lock()
 		s.samples = append(s.samples, m)
 		s.mu.Unlock()

@@ -5,13 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -19,167 +16,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/caddy-moserver/caddy-moserver/internal/loadtest"
 )
 
-// proc is a child process the soak started and must stop.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	exited  chan struct{} // closed when the process has exited
-	err     error         // its exit status, valid once exited is closed
-}
-
-// startProc starts bin in its own process group (a Ctrl-C on the terminal
-// reaches only the soak, which then stops its children in order) with
-// PR_SET_PDEATHSIG, so the kernel kills it if the soak dies without cleaning
-// up. Its stdout and stderr go to logPath.
-func startProc(name, logPath string, env []string, bin string, args ...string) (*proc, error) {
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, logPath: logPath, exited: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		logf.Close()
-		close(p.exited)
-	}()
-	return p, nil
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) running() bool {
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
-	}
-}
-
-// stop sends sig to the process group, waits up to grace, then kills the
-// group and waits for the exit. Safe to call more than once, and on nil.
-func (p *proc) stop(sig syscall.Signal, grace time.Duration) {
-	if p == nil || !p.running() {
-		return
-	}
-	_ = syscall.Kill(-p.pid(), sig)
-	select {
-	case <-p.exited:
-		return
-	case <-time.After(grace):
-	}
-	_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
-	<-p.exited
-}
-
-// logTail returns the last n lines of the process's log.
-func (p *proc) logTail(n int) string {
-	data, err := os.ReadFile(p.logPath)
-	if err != nil {
-		return "(no log: " + err.Error() + ")"
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// waitFor polls check until it succeeds, p exits, ctx ends or timeout passes.
-func waitFor(ctx context.Context, timeout time.Duration, p *proc, check func(context.Context) error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := check(cctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if !p.running() {
-			return fmt.Errorf("%s exited (%v) before it was ready: %w", p.name, p.err, err)
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready after %s: %w", p.name, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// redisServer is the soak's private redis-server.
-type redisServer struct {
-	*proc
-	addr   string
-	client *redis.Client
-}
-
-// startRedis starts redis-server on a free loopback port, without
-// persistence, and waits until it answers PING.
-func startRedis(ctx context.Context, dir string) (*redisServer, error) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return nil, fmt.Errorf("redis-server not found on PATH (apt-get install -y redis-server): %w", err)
-	}
-	var lastErr error
-	for range 3 { // the free port may be taken before redis binds it
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		p, err := startProc("redis-server", filepath.Join(dir, "redis.log"), os.Environ(), bin,
-			"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-			"--dir", dir, "--daemonize", "no", "--loglevel", "warning")
-		if err != nil {
-			return nil, err
-		}
-		c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 2})
-		if err := waitFor(ctx, 10*time.Second, p, func(ctx context.Context) error { return c.Ping(ctx).Err() }); err != nil {
-			c.Close()
-			p.stop(syscall.SIGTERM, 3*time.Second)
-			lastErr = fmt.Errorf("redis-server on %s: %w\n%s", addr, err, p.logTail(20))
-			continue
-		}
-		return &redisServer{proc: p, addr: addr, client: c}, nil
-	}
-	return nil, lastErr
-}
-
-func (r *redisServer) close() {
-	if r == nil {
-		return
-	}
-	r.client.Close()
-	r.stop(syscall.SIGTERM, 5*time.Second)
-}
-
 // usedMemory is Redis's used_memory in bytes (-1 if unknown).
-func (r *redisServer) usedMemory(ctx context.Context) int64 {
-	info, err := r.client.Info(ctx, "memory").Result()
+func usedMemory(ctx context.Context, r *loadtest.Redis) int64 {
+	info, err := r.Client.Info(ctx, "memory").Result()
 	if err != nil {
 		return -1
 	}
@@ -196,7 +38,7 @@ func (r *redisServer) usedMemory(ctx context.Context) int64 {
 
 // caddyServer is the Caddy under test.
 type caddyServer struct {
-	*proc
+	*loadtest.Proc
 	base  string // http://127.0.0.1:<port>
 	admin string // 127.0.0.1:<port>
 }
@@ -240,7 +82,7 @@ func startCaddy(ctx context.Context, bin, dir, redisAddr string) (*caddyServer, 
 	var ports [2]int
 	for i := range ports {
 		for {
-			p, err := freePort()
+			p, err := loadtest.FreePort()
 			if err != nil {
 				return nil, err
 			}
@@ -265,19 +107,19 @@ func startCaddy(ctx context.Context, bin, dir, redisAddr string) (*caddyServer, 
 		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
 		"XDG_CACHE_HOME="+filepath.Join(dir, "cache"),
 	)
-	p, err := startProc("caddy", filepath.Join(dir, "caddy.log"), env, bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
+	p, err := loadtest.StartProc("caddy", filepath.Join(dir, "caddy.log"), env, bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
 	if err != nil {
 		return nil, err
 	}
-	cs := &caddyServer{proc: p, base: fmt.Sprintf("http://127.0.0.1:%d", ports[1]), admin: fmt.Sprintf("127.0.0.1:%d", ports[0])}
+	cs := &caddyServer{Proc: p, base: fmt.Sprintf("http://127.0.0.1:%d", ports[1]), admin: fmt.Sprintf("127.0.0.1:%d", ports[0])}
 	hc := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}, Timeout: 2 * time.Second}
-	err = waitFor(ctx, 20*time.Second, p, func(ctx context.Context) error {
+	err = loadtest.WaitFor(ctx, 20*time.Second, p, func(ctx context.Context) error {
 		_, err := getBody(ctx, hc, cs.base+"/wp-json/moserver/jwks")
 		return err
 	})
 	if err != nil {
-		p.stop(syscall.SIGINT, 5*time.Second)
-		return nil, fmt.Errorf("caddy: %w\n--- caddy log (tail) ---\n%s", err, p.logTail(30))
+		p.Stop(syscall.SIGINT, 5*time.Second)
+		return nil, fmt.Errorf("caddy: %w\n--- caddy log (tail) ---\n%s", err, p.LogTail(30))
 	}
 	return cs, nil
 }
@@ -356,29 +198,6 @@ func procStatusKB(pid int, name string) (int64, error) {
 	return 0, fmt.Errorf("no %s in /proc/%d/status", name, pid)
 }
 
-// procCPU returns the user+system CPU time of pid (USER_HZ is 100 on Linux).
-func procCPU(pid int) (time.Duration, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name may contain spaces; the fields after it follow the last ')'.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, errors.New("malformed /proc stat")
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 13 {
-		return 0, errors.New("short /proc stat")
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, errors.New("malformed /proc stat times")
-	}
-	return time.Duration(ut+st) * 10 * time.Millisecond, nil
-}
-
 // loadAvg returns /proc/loadavg's first three fields ("?" if unknown).
 func loadAvg() string {
 	data, err := os.ReadFile("/proc/loadavg")
@@ -433,36 +252,16 @@ type cpuSnap struct {
 
 func takeCPU(caddyPid, redisPid int) cpuSnap {
 	var s cpuSnap
-	s.caddy, _ = procCPU(caddyPid)
-	s.redis, _ = procCPU(redisPid)
+	s.caddy, _ = loadtest.ProcCPU(caddyPid)
+	s.redis, _ = loadtest.ProcCPU(redisPid)
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		s.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
-	s.machine = machineBusy()
+	s.machine = loadtest.MachineBusy()
 	return s
 }
 
 func (s cpuSnap) sub(o cpuSnap) cpuSnap {
 	return cpuSnap{s.caddy - o.caddy, s.redis - o.redis, s.self - o.self, s.machine - o.machine}
-}
-
-// machineBusy is the busy time of all cores since boot (user, nice, system,
-// irq, softirq, steal of /proc/stat's "cpu" line).
-func machineBusy() time.Duration {
-	data, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(data), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0
-	}
-	var busy int64
-	for _, i := range []int{1, 2, 3, 6, 7, 8} {
-		v, _ := strconv.ParseInt(f[i], 10, 64)
-		busy += v
-	}
-	return time.Duration(busy) * 10 * time.Millisecond
 }
