@@ -42,10 +42,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/loadtest"
 )
 
 // config is what one run does.
@@ -79,19 +79,19 @@ func loadConfig(args []string) (config, error) {
 		return cfg, err
 	}
 	var err error
-	if cfg.duration, err = envDuration("BENCH_DURATION", cfg.duration); err != nil {
+	if cfg.duration, err = loadtest.EnvDuration("BENCH_DURATION", cfg.duration); err != nil {
 		return cfg, err
 	}
-	if cfg.warmup, err = envDuration("BENCH_WARMUP", cfg.warmup); err != nil {
+	if cfg.warmup, err = loadtest.EnvDuration("BENCH_WARMUP", cfg.warmup); err != nil {
 		return cfg, err
 	}
-	if cfg.concurrency, err = envInt("BENCH_CONCURRENCY", cfg.concurrency); err != nil {
+	if cfg.concurrency, err = loadtest.EnvInt("BENCH_CONCURRENCY", cfg.concurrency); err != nil {
 		return cfg, err
 	}
-	if cfg.families, err = envInt("BENCH_FAMILIES", cfg.families); err != nil {
+	if cfg.families, err = loadtest.EnvInt("BENCH_FAMILIES", cfg.families); err != nil {
 		return cfg, err
 	}
-	if cfg.tokens, err = envInt("BENCH_TOKENS", 0); err != nil {
+	if cfg.tokens, err = loadtest.EnvInt("BENCH_TOKENS", 0); err != nil {
 		return cfg, err
 	}
 	cfg.coreBench = os.Getenv("BENCH_CORE") != "0"
@@ -110,35 +110,6 @@ func loadConfig(args []string) (config, error) {
 		}
 	}
 	return cfg, nil
-}
-
-// envDuration parses a Go duration ("10s", "1m") or plain seconds ("10").
-func envDuration(name string, def time.Duration) (time.Duration, error) {
-	v := strings.TrimSpace(os.Getenv(name))
-	if v == "" {
-		return def, nil
-	}
-	if s, err := strconv.ParseFloat(v, 64); err == nil {
-		return time.Duration(s * float64(time.Second)), nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		return 0, fmt.Errorf("%s=%q: want a duration such as 10s", name, v)
-	}
-	return d, nil
-}
-
-// envInt parses an integer variable (underscores allowed: 1_000_000).
-func envInt(name string, def int) (int, error) {
-	v := strings.TrimSpace(os.Getenv(name))
-	if v == "" {
-		return def, nil
-	}
-	n, err := strconv.Atoi(strings.ReplaceAll(v, "_", ""))
-	if err != nil {
-		return 0, fmt.Errorf("%s=%q: want an integer", name, v)
-	}
-	return n, nil
 }
 
 func main() {

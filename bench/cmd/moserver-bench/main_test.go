@@ -243,17 +243,3 @@ func TestEvaluate(t *testing.T) {
 		t.Errorf("met %d of %d", met, total)
 	}
 }
-
-func TestEnvDuration(t *testing.T) {
-	for v, want := range map[string]time.Duration{"": 7 * time.Second, "10": 10 * time.Second, "2.5": 2500 * time.Millisecond, "1m": time.Minute} {
-		t.Setenv("BENCH_X", v)
-		got, err := envDuration("BENCH_X", 7*time.Second)
-		if err != nil || got != want {
-			t.Errorf("%q: %v, %v", v, got, err)
-		}
-	}
-	t.Setenv("BENCH_X", "soon")
-	if _, err := envDuration("BENCH_X", 0); err == nil {
-		t.Error("no error for a bad duration")
-	}
-}

@@ -48,7 +48,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -88,25 +87,25 @@ func loadConfig(args []string) (config, error) {
 		return cfg, err
 	}
 	var err error
-	if cfg.duration, err = envDuration("SOAK_DURATION", cfg.duration); err != nil {
+	if cfg.duration, err = loadtest.EnvDuration("SOAK_DURATION", cfg.duration); err != nil {
 		return cfg, err
 	}
-	if cfg.capacity, err = envDuration("SOAK_CAPACITY_DURATION", cfg.capacity); err != nil {
+	if cfg.capacity, err = loadtest.EnvDuration("SOAK_CAPACITY_DURATION", cfg.capacity); err != nil {
 		return cfg, err
 	}
-	if cfg.sample, err = envDuration("SOAK_SAMPLE", cfg.sample); err != nil {
+	if cfg.sample, err = loadtest.EnvDuration("SOAK_SAMPLE", cfg.sample); err != nil {
 		return cfg, err
 	}
-	if cfg.load, err = envFloat("SOAK_LOAD", cfg.load); err != nil {
+	if cfg.load, err = loadtest.EnvFloat("SOAK_LOAD", cfg.load); err != nil {
 		return cfg, err
 	}
-	if cfg.rate, err = envFloat("SOAK_RATE", 0); err != nil {
+	if cfg.rate, err = loadtest.EnvFloat("SOAK_RATE", 0); err != nil {
 		return cfg, err
 	}
-	if cfg.concurrency, err = envInt("SOAK_CONCURRENCY", cfg.concurrency); err != nil {
+	if cfg.concurrency, err = loadtest.EnvInt("SOAK_CONCURRENCY", cfg.concurrency); err != nil {
 		return cfg, err
 	}
-	if cfg.workers, err = envInt("SOAK_WORKERS", cfg.workers); err != nil {
+	if cfg.workers, err = loadtest.EnvInt("SOAK_WORKERS", cfg.workers); err != nil {
 		return cfg, err
 	}
 	cfg.keep = os.Getenv("SOAK_KEEP") == "1"
@@ -133,46 +132,6 @@ func loadConfig(args []string) (config, error) {
 	}
 	cfg.machine = fmt.Sprintf("%s/%s, %d CPUs", runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
 	return cfg, nil
-}
-
-// envDuration parses a Go duration ("2m") or plain seconds ("120").
-func envDuration(name string, def time.Duration) (time.Duration, error) {
-	v := strings.TrimSpace(os.Getenv(name))
-	if v == "" {
-		return def, nil
-	}
-	if s, err := strconv.ParseFloat(v, 64); err == nil {
-		return time.Duration(s * float64(time.Second)), nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		return 0, fmt.Errorf("%s=%q: want a duration such as 2m", name, v)
-	}
-	return d, nil
-}
-
-func envFloat(name string, def float64) (float64, error) {
-	v := strings.TrimSpace(os.Getenv(name))
-	if v == "" {
-		return def, nil
-	}
-	f, err := strconv.ParseFloat(v, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%s=%q: want a number", name, v)
-	}
-	return f, nil
-}
-
-func envInt(name string, def int) (int, error) {
-	v := strings.TrimSpace(os.Getenv(name))
-	if v == "" {
-		return def, nil
-	}
-	n, err := strconv.Atoi(strings.ReplaceAll(v, "_", ""))
-	if err != nil {
-		return 0, fmt.Errorf("%s=%q: want an integer", name, v)
-	}
-	return n, nil
 }
 
 // errGuarantee means the soak ran and a guarantee failed.

@@ -82,18 +82,3 @@ func TestPercentile(t *testing.T) {
 		t.Errorf("empty = %v", p)
 	}
 }
-
-func TestEnvDuration(t *testing.T) {
-	t.Setenv("SOAK_X", "90")
-	if d, err := envDuration("SOAK_X", 0); err != nil || d != 90*time.Second {
-		t.Errorf("90: %v %v", d, err)
-	}
-	t.Setenv("SOAK_X", "2m")
-	if d, err := envDuration("SOAK_X", 0); err != nil || d != 2*time.Minute {
-		t.Errorf("2m: %v %v", d, err)
-	}
-	t.Setenv("SOAK_X", "soon")
-	if _, err := envDuration("SOAK_X", 0); err == nil {
-		t.Error("soon: no error")
-	}
-}
