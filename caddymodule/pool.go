@@ -154,6 +154,22 @@ func poolRedis(client redis.UniversalClient, prefix string, ack store.RedisOptio
 	return pooledStore{Store: st, client: client}, nil
 }
 
+// failFast fills in the fail-fast settings a URL left unset (zero).
+func failFast(dial *time.Duration, dialerRetries, maxRetries *int, read, write *time.Duration, readTimeout time.Duration) {
+	setIfZero(dial, redisDialTimeout)
+	setIfZero(dialerRetries, redisDialerRetries)
+	setIfZero(maxRetries, redisMaxRetries)
+	setIfZero(read, readTimeout)
+	setIfZero(write, redisIOTimeout)
+}
+
+func setIfZero[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
+}
+
 // newRedisStore connects to a single Redis server named by a redis:// or
 // rediss:// URL.
 func newRedisStore(rawURL, prefix string, ack store.RedisOptions) (caddy.Destructor, error) {
@@ -198,21 +214,7 @@ func clusterOptions(rawURL string) (*redis.ClusterOptions, error) {
 	if err != nil {
 		return nil, fmt.Errorf("moserver: storage redis_cluster: %w", err)
 	}
-	if opts.DialTimeout == 0 {
-		opts.DialTimeout = redisDialTimeout
-	}
-	if opts.DialerRetries == 0 {
-		opts.DialerRetries = redisDialerRetries
-	}
-	if opts.MaxRetries == 0 {
-		opts.MaxRetries = redisMaxRetries
-	}
-	if opts.ReadTimeout == 0 {
-		opts.ReadTimeout = redisIOTimeout
-	}
-	if opts.WriteTimeout == 0 {
-		opts.WriteTimeout = redisIOTimeout
-	}
+	failFast(&opts.DialTimeout, &opts.DialerRetries, &opts.MaxRetries, &opts.ReadTimeout, &opts.WriteTimeout, redisIOTimeout)
 	return opts, nil
 }
 
@@ -335,21 +337,7 @@ func sentinelOptions(rawURL string, readTimeout time.Duration) (*redis.FailoverO
 		// host it dials.
 		opts.TLSConfig.ServerName = ""
 	}
-	if opts.DialTimeout == 0 {
-		opts.DialTimeout = redisDialTimeout
-	}
-	if opts.DialerRetries == 0 {
-		opts.DialerRetries = redisDialerRetries
-	}
-	if opts.MaxRetries == 0 {
-		opts.MaxRetries = redisMaxRetries
-	}
-	if opts.ReadTimeout == 0 {
-		opts.ReadTimeout = readTimeout
-	}
-	if opts.WriteTimeout == 0 {
-		opts.WriteTimeout = redisIOTimeout
-	}
+	failFast(&opts.DialTimeout, &opts.DialerRetries, &opts.MaxRetries, &opts.ReadTimeout, &opts.WriteTimeout, readTimeout)
 	return opts, nil
 }
 
