@@ -186,13 +186,9 @@ func (s *Server) refresh(ctx context.Context, c *clients.Client, p params) (*tok
 	now := s.cfg.Now()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
 	defer cancel()
-	notBefore, err := s.cfg.Store.ClientRevokedBefore(ctx, c.ID)
-	if err != nil {
-		s.log.Error("reading the client's revocation time failed", zap.String("client_id", c.ID), errField(err))
-		return nil, errUnavailable()
-	}
+	// Rotate itself refuses families created before the client's
+	// revoked-before time (RevokeClient), in the same round trip.
 	res, err := s.cfg.Store.Rotate(ctx, store.RotateRequest{
-		NotBefore:       notBefore,
 		FamilyID:        familyID,
 		OldDigest:       tokens.Digest(presented),
 		NewDigest:       tokens.Digest(successor),

@@ -213,7 +213,7 @@ func TestRedisClusterSlots(t *testing.T) {
 		byID[f.id] = f
 	}
 	tokenKeys := map[string]int{}
-	jtiKeys := 0
+	jtiKeys, indexKeys := 0, 0
 	for key, node := range keys {
 		slot := slotOf(key)
 		if want := owner.node(t, slot); node != want {
@@ -224,6 +224,16 @@ func TestRedisClusterSlots(t *testing.T) {
 			jtiKeys++
 			if want := slotOf(strings.Trim(jti, "{}")); slot != want {
 				t.Errorf("jti key %s in slot %d, want the slot of its jti, %d", key, slot, want)
+			}
+			continue
+		}
+		if client, ok := strings.CutPrefix(rest, "client:"); ok {
+			indexKeys++
+			if client != "{c1}:fams" {
+				t.Errorf("unexpected client key %s", key)
+			}
+			if want := slotOf("c1"); slot != want {
+				t.Errorf("client key %s in slot %d, want the slot of its client, %d", key, slot, want)
 			}
 			continue
 		}
@@ -254,6 +264,14 @@ func TestRedisClusterSlots(t *testing.T) {
 	}
 	if jtiKeys != len(jtis) {
 		t.Errorf("found %d jti keys, want %d", jtiKeys, len(jtis))
+	}
+	if indexKeys != 1 {
+		t.Errorf("found %d family index keys, want 1 (client c1)", indexKeys)
+	}
+	// The index, on its own slot, lists the families of every slot.
+	page, err := s.ListFamilies(ctx, "c1", store.FamilyQuery{Limit: store.MaxFamilyPage, IncludeRevoked: true})
+	if err != nil || len(page.Families) != len(fams) || page.Next != "" {
+		t.Errorf("ListFamilies = %d families, next %q, %v; want %d", len(page.Families), page.Next, err, len(fams))
 	}
 	nodesWithKeys := map[string]bool{}
 	for _, node := range keys {

@@ -2,6 +2,8 @@ package store
 
 import (
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -120,4 +122,46 @@ func keepMillis(keep time.Duration) int64 {
 		ms++
 	}
 	return min(ms, maxMillis)
+}
+
+// ErrBadCursor is returned by ListFamilies for a FamilyQuery.After that no
+// page handed out, and errBadLimit for a Limit out of range.
+var (
+	ErrBadCursor = errors.New("store: list families: malformed cursor")
+	errBadLimit  = fmt.Errorf("store: list families: limit must be 1 to %d", MaxFamilyPage)
+)
+
+// familyIndexMember is a family's entry in its client's index: the creation
+// time as 15 zero-padded digits (maxMillis has 15), a colon and the id, so
+// that byte order is creation order, then id. Pages are cut after the last
+// member they cover, which FamilyPage.Next carries.
+func familyIndexMember(created int64, familyID string) string {
+	return fmt.Sprintf("%015d:%s", created, familyID)
+}
+
+// parseFamilyIndexMember splits an index member into creation time and id.
+func parseFamilyIndexMember(m string) (created int64, familyID string, ok bool) {
+	const digits = 15
+	if len(m) < digits+2 || m[digits] != ':' {
+		return 0, "", false
+	}
+	created, err := strconv.ParseInt(m[:digits], 10, 64)
+	if err != nil || created < 0 {
+		return 0, "", false
+	}
+	familyID = m[digits+1:]
+	return created, familyID, validFamilyID(familyID)
+}
+
+// checkFamilyQuery validates a ListFamilies query.
+func checkFamilyQuery(q FamilyQuery) error {
+	if q.Limit < 1 || q.Limit > MaxFamilyPage {
+		return errBadLimit
+	}
+	if q.After != "" {
+		if _, _, ok := parseFamilyIndexMember(q.After); !ok {
+			return ErrBadCursor
+		}
+	}
+	return nil
 }

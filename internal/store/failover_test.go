@@ -140,7 +140,7 @@ func TestRedisReplicaAck(t *testing.T) {
 		{"Rotate", func() error { _, err := rotate(a, "warm", "warm-0", "warm-1", 0); return err }, "primary evalsha wait"},
 		{"RevokeRefresh", func() error { _, err := a.RevokeRefresh(ctx, "n", "n-0", "c"); return err }, "primary evalsha wait"},
 		{"RevokeFamily", func() error { return a.RevokeFamily(ctx, "warm") }, "primary evalsha wait"},
-		{"RevokeClient", func() error { return a.RevokeClient(ctx, "c", now, time.Hour) }, "primary evalsha wait"},
+		{"RevokeClient", func() error { return a.RevokeClient(ctx, "rc", now, time.Hour) }, "primary evalsha wait"},
 		{"RevokeAccessToken", func() error { return a.RevokeAccessToken(ctx, "j", now.Add(time.Hour)) }, "primary set wait"},
 	}
 	for _, ch := range changes {
@@ -189,13 +189,13 @@ func TestRedisReplicaAck(t *testing.T) {
 	refused("RevokeRefresh", func() error { _, err := a.RevokeRefresh(ctx, "h", "h-0", "c"); return err })
 	refused("RevokeFamily", func() error { return a.RevokeFamily(ctx, "k") })
 	refused("RevokeAccessToken", func() error { return a.RevokeAccessToken(ctx, "j2", now.Add(time.Hour)) })
-	refused("RevokeClient", func() error { return a.RevokeClient(ctx, "c", now.Add(time.Second), time.Hour) })
+	refused("RevokeClient", func() error { return a.RevokeClient(ctx, "rc", now.Add(time.Second), time.Hour) })
 	// The same calls through b, whose connections never wrote (a WAIT
 	// there alone would count the stopped replica at once): they change
 	// nothing, yet must not confirm what a did.
 	refused("grace retry on another connection", func() error { _, err := rotate(b, "f", "f-0", "f-2", time.Minute); return err })
 	refused("repeated RevokeClient on another connection", func() error {
-		return b.RevokeClient(ctx, "c", now.Add(time.Second), time.Hour)
+		return b.RevokeClient(ctx, "rc", now.Add(time.Second), time.Hour)
 	})
 
 	// The primary did make the refused changes.
@@ -246,7 +246,7 @@ func TestRedisReplicaAck(t *testing.T) {
 	if res, err := rotate(b, "e", "e-0", "e-2", 0); err != nil || res.Outcome != store.Replayed {
 		t.Errorf("strict retry after the replica is back = %v, %v; want replayed", res.Outcome, err)
 	}
-	if err := b.RevokeClient(ctx, "c", now.Add(time.Second), time.Hour); err != nil {
+	if err := b.RevokeClient(ctx, "rc", now.Add(time.Second), time.Hour); err != nil {
 		t.Errorf("repeated RevokeClient after the replica is back: %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 )
@@ -23,6 +24,9 @@ type Memory struct {
 	jtis     map[string]int64 // jti -> expiry in Unix ms
 	clients  map[string]memClient
 	fails    map[string]memFail
+	// index: client id -> familyIndexMember of each of its families, as
+	// the Redis per-client sorted set.
+	index map[string]map[string]struct{}
 
 	clock     func() time.Time // wall clock for entry expiry (tests replace it)
 	stop      chan struct{}
@@ -69,6 +73,7 @@ func NewMemory() *Memory {
 		jtis:     make(map[string]int64),
 		clients:  make(map[string]memClient),
 		fails:    make(map[string]memFail),
+		index:    make(map[string]map[string]struct{}),
 		clock:    time.Now,
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -98,7 +103,7 @@ func (m *Memory) sweep() {
 	now := millis(m.clock())
 	for id, f := range m.families {
 		if f.exp <= now {
-			delete(m.families, id)
+			m.dropFamily(id, f)
 		}
 	}
 	for k, t := range m.tokens {
@@ -127,10 +132,22 @@ func (m *Memory) sweep() {
 func (m *Memory) family(id string) *memFamily {
 	f := m.families[id]
 	if f != nil && f.exp <= millis(m.clock()) {
-		delete(m.families, id)
+		m.dropFamily(id, f)
 		return nil
 	}
 	return f
+}
+
+// dropFamily deletes a family record and its client's index entry; m.mu
+// must be held.
+func (m *Memory) dropFamily(id string, f *memFamily) {
+	delete(m.families, id)
+	if idx := m.index[f.client]; idx != nil {
+		delete(idx, familyIndexMember(f.created, id))
+		if len(idx) == 0 {
+			delete(m.index, f.client)
+		}
+	}
 }
 
 // token returns the live token record or nil; m.mu must be held.
@@ -159,12 +176,19 @@ func (m *Memory) CreateFamily(_ context.Context, f NewFamily) error {
 		return errFamilyExists
 	}
 	exp := millis(f.ExpiresAt)
+	created := millis(f.IssuedAt)
 	m.families[f.FamilyID] = &memFamily{
 		client:  f.ClientID,
 		current: f.Digest,
-		created: millis(f.IssuedAt),
+		created: created,
 		exp:     max(millis(f.FamilyExpiresAt), exp),
 	}
+	idx := m.index[f.ClientID]
+	if idx == nil {
+		idx = make(map[string]struct{})
+		m.index[f.ClientID] = idx
+	}
+	idx[familyIndexMember(created, f.FamilyID)] = struct{}{}
 	m.tokens[memTokenKey{f.FamilyID, f.Digest}] = &memToken{
 		client:  f.ClientID,
 		subject: f.Subject,
@@ -187,7 +211,7 @@ func (m *Memory) Rotate(_ context.Context, r RotateRequest) (RotateResult, error
 		return RotateResult{Outcome: NotFound}, nil
 	}
 	t := m.token(r.FamilyID, r.OldDigest)
-	notBefore := millis(r.NotBefore)
+	notBefore := max(millis(r.NotBefore), m.clientBefore(r.ClientID))
 	switch {
 	case t == nil:
 		return RotateResult{Outcome: NotFound}, nil
@@ -387,6 +411,46 @@ func (m *Memory) RefreshInfo(_ context.Context, familyID, digest string) (Refres
 		ExpiresAt: time.UnixMilli(t.exp),
 		Active:    !t.rotated && !f.revoked,
 	}, true, nil
+}
+
+// ListFamilies returns one page of the client's families; see Store.
+func (m *Memory) ListFamilies(_ context.Context, clientID string, q FamilyQuery) (FamilyPage, error) {
+	if err := checkFamilyQuery(q); err != nil {
+		return FamilyPage{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	members := make([]string, 0, len(m.index[clientID]))
+	for member := range m.index[clientID] {
+		if member > q.After {
+			members = append(members, member)
+		}
+	}
+	slices.Sort(members)
+	var page FamilyPage
+	if len(members) > q.Limit {
+		members = members[:q.Limit]
+		page.Next = members[len(members)-1]
+	}
+	page.Families = make([]FamilySummary, 0, len(members))
+	for _, member := range members {
+		_, id, _ := parseFamilyIndexMember(member)
+		f := m.family(id) // drops an expired family and its index entry
+		if f == nil || (f.revoked && !q.IncludeRevoked) {
+			continue
+		}
+		sum := FamilySummary{
+			FamilyID:  id,
+			CreatedAt: fromMillis(f.created),
+			ExpiresAt: time.UnixMilli(f.exp),
+			Revoked:   f.revoked,
+		}
+		if t := m.token(id, f.current); t != nil {
+			sum.Subject, sum.Scope = t.subject, t.scope
+		}
+		page.Families = append(page.Families, sum)
+	}
+	return page, nil
 }
 
 // Close stops the janitor. It is safe to call more than once; the store

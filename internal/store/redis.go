@@ -27,14 +27,20 @@ import (
 //	<prefix>jti:{<jti>}             string "1": a revoked access token
 //	<prefix>client:{<client>}:rb    string: Unix ms; the client's tokens issued
 //	                                before it are revoked (RevokeClient)
+//	<prefix>client:{<client>}:fams  sorted set, all scores 0: the client's
+//	                                families as familyIndexMember
+//	                                (creation time, id), for ListFamilies
 //
 // Every key expires (PEXPIREAT/PX/PEXPIRE): a token at its own expiry, a
 // family at its FamilyExpiresAt (never earlier than its tokens, extended by
 // rotation, never shortened), a jti at the access token's exp, a client's
 // revoked-before time after the longest keep it was given (extended, never
-// shortened). Rotation, refresh-token revocation, family revocation and
-// client revocation are each one Lua script; CheckAccess (whose keys are in
-// different slots) is one pipeline, which a Cluster client splits by node;
+// shortened), a client's family index with its latest family (extended by
+// creation and rotation: PEXPIREAT NX, then GT). Rotation, refresh-token revocation, family revocation and
+// client revocation are each one Lua script. CreateFamily sends its index
+// entry, and Rotate its read of the client's revoked-before time and the
+// index's new expiry, in the same pipeline as the script (other slots: a
+// Cluster client splits a pipeline by node); CheckAccess is one pipeline;
 // RefreshInfo is one MULTI/EXEC of two reads in the family's slot. Nothing is
 // ever scanned. Times are taken from the requests, not from Redis, except
 // that Redis drops expired keys by its own clock.
@@ -142,28 +148,43 @@ func (s *Redis) waitFlag() string {
 // acknowledged the replication offset of the connection's last write).
 // The caller checks wait with acked when the script changed something.
 func (s *Redis) change(ctx context.Context, script *redis.Script, keys []string, args ...any) (cmd, wait *redis.Cmd) {
-	if s.ack <= 0 {
+	return s.changeWith(ctx, nil, script, keys, args...)
+}
+
+// changeWith is change with more commands in the same round trip: extra,
+// when not nil, queues plain commands (whose replies the caller reads)
+// before the script in one pipeline. They are sent once; when the server
+// does not have the script yet, only the script (and the WAIT) is sent
+// again. The WAIT covers the script's writes; writes of extra commands
+// are not guaranteed to be on a replica.
+func (s *Redis) changeWith(ctx context.Context, extra func(redis.Pipeliner), script *redis.Script, keys []string, args ...any) (cmd, wait *redis.Cmd) {
+	if s.ack <= 0 && extra == nil {
 		return script.Run(ctx, s.c, keys, args...), nil
 	}
-	send := func(load bool) (*redis.Cmd, *redis.Cmd) {
+	send := func(extra func(redis.Pipeliner), load bool) (*redis.Cmd, *redis.Cmd) {
 		pipe := s.c.Pipeline()
-		var cmd *redis.Cmd
+		if extra != nil {
+			extra(pipe)
+		}
+		var cmd, wait *redis.Cmd
 		if load {
 			cmd = script.Eval(ctx, pipe, keys, args...)
 		} else {
 			cmd = script.EvalSha(ctx, pipe, keys, args...)
 		}
-		wait := s.queueWait(ctx, pipe)
+		if s.ack > 0 {
+			wait = s.queueWait(ctx, pipe)
+		}
 		_, _ = pipe.Exec(ctx) // each command carries its own error
 		return cmd, wait
 	}
-	cmd, wait = send(false)
+	cmd, wait = send(extra, false)
 	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
 		// First use on this server (scripts are not replicated: also the
 		// first use after a failover): send the script itself. The WAIT of
 		// the first pipeline ran for nothing, which costs up to AckTimeout
 		// once per script when replicas lag.
-		cmd, wait = send(true)
+		cmd, wait = send(nil, true)
 	}
 	return cmd, wait
 }
@@ -204,6 +225,10 @@ func (s *Redis) clientKey(clientID string) string {
 	return s.prefix + "client:{" + clientID + "}:rb"
 }
 
+func (s *Redis) familyIndexKey(clientID string) string {
+	return s.prefix + "client:{" + clientID + "}:fams"
+}
+
 // unavailable wraps a go-redis error so that errors.Is finds both
 // ErrUnavailable and the cause.
 func unavailable(op string, err error) error {
@@ -225,7 +250,8 @@ return 1
 // rotateScript mirrors (*Memory).Rotate. KEYS fam, old token, new token;
 // ARGV client, normalized scope, now, exp, family exp, grace (ms), sealed,
 // new digest, not before (Unix ms, 0 for none), wait flag. Replies
-// {outcome name, subject, scope, exp, sealed}. With the wait flag "1", a
+// {outcome name, subject, scope, exp, sealed, family created (Unix ms)};
+// not_found and wrong_client reply the name only. With the wait flag "1", a
 // grace retry rewrites the family's current digest unchanged: a write, so
 // that the WAIT after the script covers the original rotation (made on
 // another connection, whose WAIT may have failed) before its successor is
@@ -246,23 +272,26 @@ local t = redis.call('HMGET', KEYS[2], 'client', 'subject', 'scope', 'exp', 'sta
   'next', 'rotated_at', 'sealed', 'next_scope', 'next_exp')
 if not t[1] then return {'not_found'} end
 if t[1] ~= ARGV[1] then return {'wrong_client'} end
+local function out(o, sub, sc, exp, sealed)
+  return {o, sub or '', sc or '', exp or '', sealed or '', fam[5] or '0'}
+end
 local notbefore = num(ARGV[9])
-if notbefore > 0 and num(fam[5]) < notbefore then return {'family_revoked'} end
-if fam[2] == '1' then return {'family_revoked'} end
+if notbefore > 0 and num(fam[5]) < notbefore then return out('family_revoked') end
+if fam[2] == '1' then return out('family_revoked') end
 local now = num(ARGV[3])
-if num(t[4]) <= now then return {'expired'} end
+if num(t[4]) <= now then return out('expired') end
 local widened = ARGV[2] ~= '' and not subset(ARGV[2], t[3] or '')
 if t[5] == 'rotated' then
   local grace = num(ARGV[6])
   if grace > 0 and now - num(t[7]) <= grace and fam[3] == t[6] and num(t[10]) > now then
-    if widened then return {'scope_widened'} end
+    if widened then return out('scope_widened') end
     if ARGV[10] == '1' then redis.call('HSET', KEYS[1], 'current', fam[3]) end
-    return {'grace_retry', t[2] or '', t[9] or '', t[10], t[8] or ''}
+    return out('grace_retry', t[2], t[9], t[10], t[8])
   end
   redis.call('HSET', KEYS[1], 'revoked', '1')
-  return {'replayed'}
+  return out('replayed')
 end
-if widened then return {'scope_widened'} end
+if widened then return out('scope_widened') end
 local scope = ARGV[2]
 if scope == '' then scope = t[3] or '' end
 redis.call('HSET', KEYS[2], 'state', 'rotated', 'next', ARGV[8], 'rotated_at', ARGV[3],
@@ -275,7 +304,7 @@ if num(ARGV[5]) > num(fam[4]) then
   redis.call('HSET', KEYS[1], 'exp', ARGV[5])
   redis.call('PEXPIREAT', KEYS[1], ARGV[5])
 end
-return {'rotated', t[2] or '', scope, ARGV[4]}
+return out('rotated', t[2], scope, ARGV[4])
 `)
 
 // revokeRefreshScript: KEYS fam, token; ARGV client.
@@ -327,7 +356,8 @@ var outcomeByName = func() map[string]Outcome {
 	return m
 }()
 
-// CreateFamily stores the family record and its first token atomically. It
+// CreateFamily stores the family record and its first token atomically,
+// and, in the same pipeline, the family's entry in its client's index. It
 // fails if the family id is empty, contains braces, or is already in use.
 func (s *Redis) CreateFamily(ctx context.Context, f NewFamily) error {
 	if !validFamilyID(f.FamilyID) {
@@ -338,12 +368,25 @@ func (s *Redis) CreateFamily(ctx context.Context, f NewFamily) error {
 	}
 	exp := millis(f.ExpiresAt)
 	famExp := max(millis(f.FamilyExpiresAt), exp)
-	cmd, wait := s.change(ctx, createScript,
+	created := millis(f.IssuedAt)
+	var index []redis.Cmder
+	cmd, wait := s.changeWith(ctx, func(p redis.Pipeliner) {
+		key := s.familyIndexKey(f.ClientID)
+		index = append(index,
+			p.ZAdd(ctx, key, redis.Z{Member: familyIndexMember(created, f.FamilyID)}),
+			p.Do(ctx, "pexpireat", key, famExp, "nx"),
+			p.Do(ctx, "pexpireat", key, famExp, "gt"))
+	}, createScript,
 		[]string{s.famKey(f.FamilyID), s.tokenKey(f.FamilyID, f.Digest)},
-		f.ClientID, f.Digest, f.Subject, f.Scope, exp, famExp, millis(f.IssuedAt))
+		f.ClientID, f.Digest, f.Subject, f.Scope, exp, famExp, created)
 	n, err := cmd.Int()
 	if err != nil {
 		return unavailable("create family", err)
+	}
+	if err := firstErr(index); err != nil {
+		// The family exists but is not listed; the caller hands out no
+		// token (503), and the family expires unused.
+		return unavailable("create family: index", err)
 	}
 	if n == 0 {
 		return errFamilyExists
@@ -362,7 +405,12 @@ func (s *Redis) Rotate(ctx context.Context, r RotateRequest) (RotateResult, erro
 	}
 	exp := millis(r.ExpiresAt)
 	famExp := max(millis(r.FamilyExpiresAt), exp)
-	cmd, wait := s.change(ctx, rotateScript,
+	var before *redis.StringCmd
+	var index *redis.Cmd
+	cmd, wait := s.changeWith(ctx, func(p redis.Pipeliner) {
+		before = p.Get(ctx, s.clientKey(r.ClientID))
+		index = p.Do(ctx, "pexpireat", s.familyIndexKey(r.ClientID), famExp, "gt")
+	}, rotateScript,
 		[]string{
 			s.famKey(r.FamilyID),
 			s.tokenKey(r.FamilyID, r.OldDigest),
@@ -374,9 +422,30 @@ func (s *Redis) Rotate(ctx context.Context, r RotateRequest) (RotateResult, erro
 	if err != nil {
 		return RotateResult{}, unavailable("rotate", err)
 	}
-	res, err := parseRotateReply(reply)
+	res, created, err := parseRotateReply(reply)
 	if err != nil {
 		return res, err
+	}
+	// index's error is ignored: a rotation that happened must be answered,
+	// and an index that expires too early only shortens ListFamilies.
+	_ = index
+	if res.Outcome != NotFound && res.Outcome != WrongClient {
+		revokedBefore, err := s.rotatedClientBefore(ctx, r.ClientID, before)
+		if err != nil {
+			return RotateResult{}, err
+		}
+		if created < revokedBefore {
+			// The client was revoked after this family was created. The
+			// script may have stored a successor; it is never handed out,
+			// and marking the family revoked also stops its access tokens
+			// at the edge once the client's revoked-before time expires.
+			// Should that write fail, every later rotation is still
+			// refused by the revoked-before time.
+			if res.Outcome == Rotated {
+				_ = s.RevokeFamily(ctx, r.FamilyID)
+			}
+			return RotateResult{Outcome: FamilyRevoked}, nil
+		}
 	}
 	switch res.Outcome {
 	case Rotated, GraceRetry, Replayed: // the script wrote
@@ -387,8 +456,26 @@ func (s *Redis) Rotate(ctx context.Context, r RotateRequest) (RotateResult, erro
 	return res, nil
 }
 
-// parseRotateReply decodes {outcome name, subject, scope, exp, sealed}.
-func parseRotateReply(reply []any) (RotateResult, error) {
+// rotatedClientBefore returns the client's revoked-before time (Unix ms, 0
+// for none) read in Rotate's pipeline, reading it once more if that read
+// failed: in a Cluster the client's key lives on another node than the
+// family, and a rotation that happened must not be answered 503 (its
+// token is spent) only because the other node did not answer once.
+func (s *Redis) rotatedClientBefore(ctx context.Context, clientID string, cmd *redis.StringCmd) (int64, error) {
+	v, err := cmd.Result()
+	if err == nil || errors.Is(err, redis.Nil) {
+		return parseMillis("rotate: client revoked before", v)
+	}
+	t, err := s.ClientRevokedBefore(ctx, clientID)
+	if err != nil {
+		return 0, err
+	}
+	return millis(t), nil
+}
+
+// parseRotateReply decodes {outcome name, subject, scope, exp, sealed,
+// family created}; created is 0 when the reply has none.
+func parseRotateReply(reply []any) (res RotateResult, created int64, err error) {
 	field := func(i int) string {
 		if i < len(reply) {
 			if s, ok := reply[i].(string); ok {
@@ -399,21 +486,24 @@ func parseRotateReply(reply []any) (RotateResult, error) {
 	}
 	o, ok := outcomeByName[field(0)]
 	if !ok {
-		return RotateResult{}, fmt.Errorf("%w: rotate: unexpected script reply %q", ErrUnavailable, field(0))
+		return RotateResult{}, 0, fmt.Errorf("%w: rotate: unexpected script reply %q", ErrUnavailable, field(0))
 	}
-	res := RotateResult{Outcome: o}
+	if created, err = parseMillis("rotate", field(5)); err != nil {
+		return RotateResult{}, 0, err
+	}
+	res = RotateResult{Outcome: o}
 	if o != Rotated && o != GraceRetry {
-		return res, nil
+		return res, created, nil
 	}
 	ms, err := strconv.ParseInt(field(3), 10, 64)
 	if err != nil {
-		return RotateResult{}, fmt.Errorf("%w: rotate: bad expiry in script reply: %w", ErrUnavailable, err)
+		return RotateResult{}, 0, fmt.Errorf("%w: rotate: bad expiry in script reply: %w", ErrUnavailable, err)
 	}
 	res.Subject, res.Scope, res.ExpiresAt = field(1), field(2), time.UnixMilli(ms)
 	if o == GraceRetry {
 		res.Sealed = []byte(field(4))
 	}
-	return res, nil
+	return res, created, nil
 }
 
 // RevokeRefresh revokes the family of the token with the given digest if it
@@ -641,6 +731,99 @@ func (s *Redis) RefreshInfo(ctx context.Context, familyID, digest string) (Refre
 		ExpiresAt: time.UnixMilli(expMs),
 		Active:    state == "active" && revoked != "1",
 	}, true, nil
+}
+
+// ListFamilies returns one page of the client's families: one ZRANGE BYLEX
+// on the client's index, then one pipeline reading the page's family
+// records and one reading their current tokens (and dropping index entries
+// whose family expired); see Store.
+func (s *Redis) ListFamilies(ctx context.Context, clientID string, q FamilyQuery) (FamilyPage, error) {
+	if err := checkFamilyQuery(q); err != nil {
+		return FamilyPage{}, err
+	}
+	index := s.familyIndexKey(clientID)
+	start := "-"
+	if q.After != "" {
+		start = "(" + q.After
+	}
+	members, err := s.c.ZRangeArgs(ctx, redis.ZRangeArgs{
+		Key: index, Start: start, Stop: "+", ByLex: true, Count: int64(q.Limit) + 1,
+	}).Result()
+	if err != nil {
+		return FamilyPage{}, unavailable("list families", err)
+	}
+	page := FamilyPage{Families: make([]FamilySummary, 0, min(len(members), q.Limit))}
+	if len(members) > q.Limit {
+		members = members[:q.Limit]
+		page.Next = members[len(members)-1]
+	}
+	if len(members) == 0 {
+		return page, nil
+	}
+	ids := make([]string, len(members))
+	pipe := s.c.Pipeline()
+	fams := make([]*redis.SliceCmd, len(members))
+	for i, m := range members {
+		_, id, ok := parseFamilyIndexMember(m)
+		if !ok {
+			id = "" // not written by this store: dropped below
+		}
+		ids[i] = id
+		fams[i] = pipe.HMGet(ctx, s.famKey(id), "client", "revoked", "current", "exp", "created")
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return FamilyPage{}, unavailable("list families", err)
+	}
+	pipe = s.c.Pipeline()
+	var stale []any
+	toks := make([]*redis.SliceCmd, len(members))
+	for i, cmd := range fams {
+		v := cmd.Val()
+		client, _ := v[0].(string)
+		if ids[i] == "" || client != clientID {
+			stale = append(stale, members[i]) // expired (or foreign)
+			continue
+		}
+		revoked, _ := v[1].(string)
+		current, _ := v[2].(string)
+		exp, _ := v[3].(string)
+		created, _ := v[4].(string)
+		expMs, err := parseMillis("list families", exp)
+		if err != nil {
+			return FamilyPage{}, err
+		}
+		createdMs, err := parseMillis("list families", created)
+		if err != nil {
+			return FamilyPage{}, err
+		}
+		if revoked == "1" && !q.IncludeRevoked {
+			continue
+		}
+		page.Families = append(page.Families, FamilySummary{
+			FamilyID:  ids[i],
+			CreatedAt: fromMillis(createdMs),
+			ExpiresAt: time.UnixMilli(expMs),
+			Revoked:   revoked == "1",
+		})
+		toks[len(page.Families)-1] = pipe.HMGet(ctx, s.tokenKey(ids[i], current), "subject", "scope")
+	}
+	if len(stale) > 0 {
+		pipe.ZRem(ctx, index, stale...)
+	}
+	if pipe.Len() == 0 {
+		return page, nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return FamilyPage{}, unavailable("list families", err)
+	}
+	for i := range page.Families {
+		v := toks[i].Val()
+		if len(v) == 2 {
+			page.Families[i].Subject, _ = v[0].(string)
+			page.Families[i].Scope, _ = v[1].(string)
+		}
+	}
+	return page, nil
 }
 
 // Close does nothing: the client belongs to the caller, who may share it.

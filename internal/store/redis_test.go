@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"slices"
@@ -77,6 +78,20 @@ func TestRedisKeys(t *testing.T) {
 		"created": ms(0)}, 2*time.Hour)
 	check(rtKey(0), map[string]string{"client": "client-a", "subject": "alice", "scope": "read write",
 		"exp": ms(time.Hour), "state": "active"}, time.Hour)
+	// The client's family index: one member per family, "<15-digit
+	// created ms>:<id>", score 0, expiring with its latest family.
+	indexKey := prefix + "client:{client-a}:fams"
+	checkIndex := func(ttl time.Duration) {
+		t.Helper()
+		want := []redis.Z{{Score: 0, Member: fmt.Sprintf("%015d:%s", now.UnixMilli(), fid)}}
+		if got := c.ZRangeWithScores(ctx, indexKey, 0, -1).Val(); !slices.Equal(got, want) {
+			t.Fatalf("ZRANGE %s = %v, want %v", indexKey, got, want)
+		}
+		if pttl := c.PTTL(ctx, indexKey).Val(); pttl <= 0 || pttl > ttl || pttl < ttl-time.Minute {
+			t.Fatalf("PTTL %s = %v, want just under %v", indexKey, pttl, ttl)
+		}
+	}
+	checkIndex(2 * time.Hour)
 
 	sealed := "\x00\xffsealed\r\n"
 	rotate := func(old, new int, famLife time.Duration) {
@@ -89,7 +104,8 @@ func TestRedisKeys(t *testing.T) {
 			t.Fatalf("Rotate = %v, %v", res.Outcome, err)
 		}
 	}
-	rotate(0, 1, 3*time.Hour) // extends the family
+	rotate(0, 1, 3*time.Hour) // extends the family and its index
+	checkIndex(3 * time.Hour)
 	check(famKey, map[string]string{"client": "client-a", "revoked": "0", "current": d[1], "exp": ms(3 * time.Hour),
 		"created": ms(0)}, 3*time.Hour)
 	check(rtKey(0), map[string]string{"client": "client-a", "subject": "alice", "scope": "read write",
@@ -97,7 +113,8 @@ func TestRedisKeys(t *testing.T) {
 		"next_scope": "read", "next_exp": ms(time.Hour)}, time.Hour)
 	check(rtKey(1), map[string]string{"client": "client-a", "subject": "alice", "scope": "read",
 		"exp": ms(time.Hour), "state": "active"}, time.Hour)
-	rotate(1, 2, 90*time.Minute) // must not shorten the family
+	rotate(1, 2, 90*time.Minute) // must not shorten the family or the index
+	checkIndex(3 * time.Hour)
 	check(famKey, map[string]string{"client": "client-a", "revoked": "0", "current": d[2], "exp": ms(3 * time.Hour),
 		"created": ms(0)}, 3*time.Hour)
 
@@ -140,7 +157,7 @@ func TestRedisKeys(t *testing.T) {
 	revokeClient(now.Add(time.Minute), 10*time.Minute) // moves the time, keeps the TTL
 	checkClient(ms(time.Minute), 2*time.Hour)
 
-	keys := []string{famKey, rtKey(0), rtKey(1), rtKey(2), jtiKey, clientKey}
+	keys := []string{famKey, rtKey(0), rtKey(1), rtKey(2), jtiKey, clientKey, indexKey}
 	var stored strings.Builder
 	for _, k := range keys {
 		stored.WriteString(k)

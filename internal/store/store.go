@@ -52,8 +52,10 @@ type RotateRequest struct {
 	Grace           time.Duration // refresh_grace; 0 means strict
 	// NotBefore, when non-zero, refuses families created before it (their
 	// NewFamily.IssuedAt; a family stored without a creation time counts as
-	// created at the Unix epoch): Rotate answers FamilyRevoked and changes
-	// nothing. Callers pass the client's ClientRevokedBefore.
+	// created at the Unix epoch): Rotate answers FamilyRevoked. Rotate
+	// applies the client's revoked-before time (RevokeClient) the same way
+	// by itself, in the same round trip; NotBefore is for an additional
+	// bound the caller knows of.
 	NotBefore time.Time
 }
 
@@ -80,7 +82,9 @@ const (
 	// Replayed: the token was already rotated; the whole family is now revoked.
 	Replayed
 	// FamilyRevoked: the family had been revoked before, or was created
-	// before RotateRequest.NotBefore. Nothing changed.
+	// before RotateRequest.NotBefore or the client's revoked-before time.
+	// No token was handed out; the family stays unusable (a store may
+	// have marked it revoked).
 	FamilyRevoked
 )
 
@@ -138,7 +142,9 @@ const (
 type Store interface {
 	// CreateFamily stores the first refresh token of a new family.
 	CreateFamily(ctx context.Context, f NewFamily) error
-	// Rotate spends a refresh token and stores its successor, detecting replays.
+	// Rotate spends a refresh token and stores its successor, detecting
+	// replays. It refuses families created before the client's
+	// revoked-before time (see RevokeClient) without a separate call.
 	Rotate(ctx context.Context, r RotateRequest) (RotateResult, error)
 	// RevokeRefresh revokes the family of the token with the given digest if
 	// it belongs to clientID.
@@ -160,7 +166,7 @@ type Store interface {
 	CheckAccess(ctx context.Context, jti, familyID, clientID string) (AccessState, error)
 	// RevokeClient revokes every token of the client issued before before:
 	// access tokens through ClientRevokedBefore and CheckAccess, refresh
-	// tokens of families created before it through RotateRequest.NotBefore.
+	// tokens of families created before it through Rotate.
 	// The time only ever moves forward (a call with an earlier before keeps
 	// the later one) and is kept for at least keep from now (the longest
 	// lifetime of any token the client holds; a later call with a shorter
@@ -174,6 +180,13 @@ type Store interface {
 	// introspection; false when the token (or its family) is unknown or
 	// expired. On Redis it is one round trip.
 	RefreshInfo(ctx context.Context, familyID, digest string) (RefreshInfo, bool, error)
+	// ListFamilies returns one page of the client's live families (not
+	// expired; revoked ones only with FamilyQuery.IncludeRevoked), oldest
+	// first, without any token or digest. Families are indexed per client
+	// when created, so the page costs what its size does, not what the
+	// store holds; an index entry whose family expired is dropped when a
+	// listing meets it.
+	ListFamilies(ctx context.Context, clientID string, q FamilyQuery) (FamilyPage, error)
 	// AuthFailures returns the failed client authentications counted for
 	// each key in its current window, and when that window ends.
 	AuthFailures(ctx context.Context, keys []string) ([]FailureCount, error)
@@ -216,4 +229,40 @@ type FailureCount struct {
 	Count int64
 	// ResetIn is how long until the window ends (0 when Count is 0).
 	ResetIn time.Duration
+}
+
+// MaxFamilyPage is the largest FamilyQuery.Limit.
+const MaxFamilyPage = 1000
+
+// FamilyQuery selects one page of ListFamilies.
+type FamilyQuery struct {
+	// After is FamilyPage.Next of the previous page; "" starts at the
+	// oldest family. It is opaque: the order is creation time, then id.
+	After string
+	// Limit is how many index entries the page covers, 1 to MaxFamilyPage.
+	// A page can hold fewer families (expired or, without IncludeRevoked,
+	// revoked ones are skipped) and still have a Next.
+	Limit int
+	// IncludeRevoked lists revoked families too (Revoked set).
+	IncludeRevoked bool
+}
+
+// FamilyPage is one page of ListFamilies.
+type FamilyPage struct {
+	Families []FamilySummary
+	// Next is the FamilyQuery.After of the following page; "" when this
+	// page reached the end of the index.
+	Next string
+}
+
+// FamilySummary describes one refresh family without any token or digest.
+type FamilySummary struct {
+	FamilyID string
+	// Subject and Scope are those of the family's current token; both are
+	// empty when that token has expired (the family record outlives it).
+	Subject   string
+	Scope     string
+	CreatedAt time.Time // NewFamily.IssuedAt
+	ExpiresAt time.Time // when the family record expires
+	Revoked   bool
 }

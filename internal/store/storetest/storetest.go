@@ -58,6 +58,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"RevokeClientThenRotate", testRevokeClientThenRotate},
 		{"RefreshInfo", testRefreshInfo},
 		{"RefreshInfoExpiry", testRefreshInfoExpiry},
+		{"ListFamilies", testListFamilies},
+		{"ListFamiliesInvalid", testListFamiliesInvalid},
+		{"ListFamiliesExpiry", testListFamiliesExpiry},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1006,27 +1009,37 @@ func testRotateNotBefore(t *testing.T, h *harness) {
 	h.next(g)
 }
 
-// testRevokeClientThenRotate: the intended use: a client's revoked-before
-// time passed as NotBefore refuses its older families only.
+// testRevokeClientThenRotate: Rotate applies the client's revoked-before
+// time by itself (no NotBefore passed): the client's older families are
+// refused, whatever else is wrong with the request, and stay refused; its
+// younger ones and other clients' families rotate.
 func testRevokeClientThenRotate(t *testing.T, h *harness) {
-	ctx := context.Background()
 	old := h.create("c1", "alice", "read")
+	spent := h.create("c1", "alice", "read")
+	h.next(spent) // spent.digest is now a rotated token
 	other := h.create("c2", "alice", "read")
 	h.revokeClient("c1", h.now.Add(time.Second), time.Hour)
 	h.now = h.now.Add(2 * time.Second)
 	young := h.create("c1", "alice", "read")
-	for _, tc := range []struct {
-		f    family
-		want store.Outcome
-	}{{old, store.FamilyRevoked}, {young, store.Rotated}, {other, store.Rotated}} {
-		nb, err := h.s.ClientRevokedBefore(ctx, tc.f.client)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := h.req(tc.f)
-		r.NotBefore = nb
-		h.expect(r, tc.want)
-	}
+
+	h.expect(h.req(old), store.FamilyRevoked)
+	h.expect(h.req(old), store.FamilyRevoked) // and again: nothing handed out
+	r := h.req(old)
+	r.Scope = "read write"
+	h.expect(r, store.FamilyRevoked)
+	r = h.req(old)
+	r.Now = h.now.Add(2 * tokenLife)
+	h.expect(r, store.FamilyRevoked)
+	h.expect(h.req(spent), store.FamilyRevoked) // not counted as a replay
+	r = h.req(old)
+	r.ClientID = "c2"
+	h.expect(r, store.WrongClient) // the client check still comes first
+	h.next(young)
+	h.next(other)
+	// The refused family's access tokens stay refused at the edge through
+	// the client's time.
+	h.wantAccess(random(), old.id, "c1", store.AccessState{
+		FamilyRevoked: h.revoked(old.id), ClientRevokedBefore: h.now.Add(-time.Second)})
 }
 
 func (h *harness) info(familyID, digest string) (store.RefreshInfo, bool) {
@@ -1164,5 +1177,170 @@ func testRefreshInfoExpiry(t *testing.T, h *harness) {
 	}
 	if time.Now().Before(exp) {
 		t.Fatalf("refresh token gone at %v, before its expiry %v", time.Now(), exp)
+	}
+}
+
+// listAll follows ListFamilies pages of limit entries from the start to the
+// end and returns every family listed, checking each page's size.
+func (h *harness) listAll(client string, limit int, includeRevoked bool) []store.FamilySummary {
+	h.t.Helper()
+	var all []store.FamilySummary
+	q := store.FamilyQuery{Limit: limit, IncludeRevoked: includeRevoked}
+	for pages := 0; ; pages++ {
+		if pages > 1000 {
+			h.t.Fatal("ListFamilies: more than 1000 pages")
+		}
+		page, err := h.s.ListFamilies(context.Background(), client, q)
+		if err != nil {
+			h.t.Fatalf("ListFamilies(%q, %+v): %v", client, q, err)
+		}
+		if page.Families == nil {
+			h.t.Fatalf("ListFamilies(%q, %+v): nil Families, want an empty slice", client, q)
+		}
+		if len(page.Families) > limit {
+			h.t.Fatalf("ListFamilies(%q, %+v): %d families, more than the limit", client, q, len(page.Families))
+		}
+		all = append(all, page.Families...)
+		if page.Next == "" {
+			return all
+		}
+		if page.Next == q.After {
+			h.t.Fatalf("ListFamilies(%q, %+v): Next does not advance", client, q)
+		}
+		q.After = page.Next
+	}
+}
+
+func familyIDs(fs []store.FamilySummary) []string {
+	ids := make([]string, len(fs))
+	for i, f := range fs {
+		ids[i] = f.FamilyID
+	}
+	return ids
+}
+
+// testListFamilies: pages cover a client's families exactly once, oldest
+// first (then by id), with the current token's subject and scope; revoked
+// ones only when asked; other clients' never.
+func testListFamilies(t *testing.T, h *harness) {
+	base := h.now
+	var want []family
+	for i := range 7 {
+		h.now = base.Add(time.Duration(i/2) * time.Second) // pairs share a creation time
+		want = append(want, h.create("c1", "sub"+string(rune('a'+i)), "read write"))
+	}
+	h.create("c2", "bob", "read")
+	h.create("c10", "bob", "read") // a client id with c1 as prefix
+	h.now = base
+	slices.SortFunc(want, func(a, b family) int {
+		ai, bi := slices.Index(want, a), slices.Index(want, b)
+		if d := ai/2 - bi/2; d != 0 {
+			return d
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	wantIDs := make([]string, len(want))
+	for i, f := range want {
+		wantIDs[i] = f.id
+	}
+	for _, limit := range []int{1, 2, 3, 7, 8, store.MaxFamilyPage} {
+		if got := familyIDs(h.listAll("c1", limit, false)); !slices.Equal(got, wantIDs) {
+			t.Fatalf("limit %d: listed %v, want %v", limit, got, wantIDs)
+		}
+	}
+	got := h.listAll("c1", 100, false)
+	for i, f := range got {
+		created := base.Add(time.Duration(i/2) * time.Second)
+		if !f.CreatedAt.Equal(created) || !f.ExpiresAt.Equal(created.Add(familyLife)) ||
+			f.Revoked || f.Scope != "read write" || !strings.HasPrefix(f.Subject, "sub") {
+			t.Fatalf("family %d = %+v", i, f)
+		}
+	}
+	if got := h.listAll("nobody", 10, false); len(got) != 0 {
+		t.Fatalf("unknown client: listed %v", familyIDs(got))
+	}
+
+	// Rotation narrows the listed scope and extends the family's expiry.
+	r := h.req(want[0])
+	r.Scope = "read"
+	r.FamilyExpiresAt = base.Add(3 * familyLife)
+	h.expect(r, store.Rotated)
+	// Revoked families are hidden unless asked for.
+	if err := h.s.RevokeFamily(context.Background(), want[1].id); err != nil {
+		t.Fatal(err)
+	}
+	got = h.listAll("c1", 2, false)
+	if ids := familyIDs(got); !slices.Equal(ids, slices.Delete(slices.Clone(wantIDs), 1, 2)) {
+		t.Fatalf("after revoking %s: listed %v", want[1].id, ids)
+	}
+	if got[0].Scope != "read" || !got[0].ExpiresAt.Equal(base.Add(3*familyLife)) {
+		t.Fatalf("rotated family listed as %+v, want scope read and the extended expiry", got[0])
+	}
+	all := h.listAll("c1", 2, true)
+	if ids := familyIDs(all); !slices.Equal(ids, wantIDs) {
+		t.Fatalf("with revoked: listed %v, want %v", ids, wantIDs)
+	}
+	for i, f := range all {
+		if f.Revoked != (i == 1) {
+			t.Fatalf("with revoked: family %d Revoked = %v", i, f.Revoked)
+		}
+	}
+}
+
+// testListFamiliesInvalid: bad limits and cursors are refused.
+func testListFamiliesInvalid(t *testing.T, h *harness) {
+	h.create("c1", "alice", "read")
+	for _, q := range []store.FamilyQuery{
+		{Limit: 0}, {Limit: -1}, {Limit: store.MaxFamilyPage + 1},
+		{Limit: 1, After: "x"}, {Limit: 1, After: "000000000000001:"},
+		{Limit: 1, After: "00000000000000a:abc"}, {Limit: 1, After: "000000000000001:{x}"},
+	} {
+		page, err := h.s.ListFamilies(context.Background(), "c1", q)
+		if err == nil {
+			t.Fatalf("ListFamilies(%+v) = %+v, want an error", q, page)
+		}
+		if errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("ListFamilies(%+v): %v, want an error that is not ErrUnavailable", q, err)
+		}
+		if q.After != "" && !errors.Is(err, store.ErrBadCursor) {
+			t.Fatalf("ListFamilies(%+v): %v, want ErrBadCursor", q, err)
+		}
+	}
+}
+
+// testListFamiliesExpiry: an expired family is no longer listed, and the
+// families around it still are.
+func testListFamiliesExpiry(t *testing.T, h *harness) {
+	ctx := context.Background()
+	first := h.create("c1", "alice", "read")
+	exp := time.Now().Add(200 * time.Millisecond).Truncate(time.Millisecond)
+	soon := family{id: random(), digest: digest(), client: "c1"}
+	err := h.s.CreateFamily(ctx, store.NewFamily{
+		FamilyID: soon.id, Digest: soon.digest, ClientID: "c1", Subject: "alice", Scope: "read",
+		IssuedAt: h.now, ExpiresAt: exp, FamilyExpiresAt: exp,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.now = h.now.Add(time.Millisecond)
+	last := h.create("c1", "alice", "read")
+	if got := familyIDs(h.listAll("c1", 1, true)); len(got) != 3 {
+		t.Fatalf("listed %v, want 3 families", got)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		got := familyIDs(h.listAll("c1", 1, true))
+		if slices.Equal(got, []string{first.id, last.id}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5s after a family's expiry: listed %v", got)
+		}
+	}
+	if time.Now().Before(exp) {
+		t.Fatalf("family unlisted at %v, before its expiry %v", time.Now(), exp)
+	}
+	// Listing again (after the index entry was dropped) agrees.
+	if got := familyIDs(h.listAll("c1", 2, true)); !slices.Equal(got, []string{first.id, last.id}) {
+		t.Fatalf("listed %v, want %v", got, []string{first.id, last.id})
 	}
 }
