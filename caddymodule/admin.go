@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -36,10 +37,11 @@ var (
 const maxAdminBody = 64 << 10
 
 // AdminAPI is the admin.api.moserver module: routes under /moserver/ on
-// Caddy's admin endpoint to revoke a refresh-token family, revoke every
-// token of a client, and show the signing keys of a moserver block. Like
-// every admin.api module it is mounted automatically; it acts on the
-// moserver blocks of the running configuration, found by issuer.
+// Caddy's admin endpoint to list a client's refresh-token families, revoke
+// one family, revoke every token of a client, and show the signing keys of
+// a moserver block. Like every admin.api module it is mounted
+// automatically; it acts on the moserver blocks of the running
+// configuration, found by issuer.
 type AdminAPI struct {
 	logger *zap.Logger
 }
@@ -222,21 +224,151 @@ func (a *AdminAPI) handleKeys(w http.ResponseWriter, r *http.Request) error {
 	return writeAdminJSON(w, http.StatusOK, resp)
 }
 
-// familiesNotImplementedMsg explains GET /moserver/families.
-const familiesNotImplementedMsg = "listing a client's live families is not implemented: the store keeps no per-client index of " +
-	"families (families are found only from a refresh token); revoke everything of a client with " +
-	"POST /moserver/revoke-client, or one family with POST /moserver/revoke-family"
+// defaultFamilyPage is the page size of GET /moserver/families without limit.
+const defaultFamilyPage = 100
 
+// familiesParams are the query parameters GET /moserver/families accepts.
+var familiesParams = []string{"issuer", "client_id", "limit", "after", "include_revoked"}
+
+// familiesResponse is the answer of GET /moserver/families.
+type familiesResponse struct {
+	Issuer   string `json:"issuer"`
+	ClientID string `json:"client_id"`
+	// RevokedBefore is the client's revoked-before time (POST
+	// /moserver/revoke-client), when one is kept: families created before
+	// it are revoked.
+	RevokedBefore string `json:"revoked_before,omitempty"`
+	// Families is never null: [] when the page holds none.
+	Families []familyJSON `json:"families"`
+	// Next is the after of the following page; left out at the end.
+	Next string `json:"next,omitempty"`
+}
+
+// familyJSON is one family of GET /moserver/families. It holds no token
+// and no digest.
+type familyJSON struct {
+	FamilyID string `json:"family_id"`
+	// Subject and Scope are those of the family's current refresh token;
+	// both are empty once that token has expired.
+	Subject string `json:"subject"`
+	Scope   string `json:"scope"`
+	// CreatedAt and ExpiresAt are RFC 3339 UTC times, "" when unknown.
+	CreatedAt string `json:"created_at"`
+	ExpiresAt string `json:"expires_at"`
+	Revoked   bool   `json:"revoked"`
+}
+
+// familiesQuery reads and checks the query of GET /moserver/families. Its
+// errors are 400 APIErrors; a misspelt or repeated parameter is an error
+// rather than silently ignored.
+func familiesQuery(r *http.Request) (issuer, clientID string, q store.FamilyQuery, err error) {
+	values := r.URL.Query()
+	for k, v := range values {
+		if !slices.Contains(familiesParams, k) {
+			return "", "", q, adminError(http.StatusBadRequest, "unknown query parameter %q; use %s", k, strings.Join(familiesParams, ", "))
+		}
+		if len(v) > 1 {
+			return "", "", q, adminError(http.StatusBadRequest, "query parameter %s is given %d times", k, len(v))
+		}
+	}
+	clientID = values.Get("client_id")
+	if strings.TrimSpace(clientID) == "" {
+		return "", "", q, adminError(http.StatusBadRequest, "client_id is required")
+	}
+	q.Limit = defaultFamilyPage
+	if values.Has("limit") {
+		n, err := strconv.Atoi(values.Get("limit"))
+		if err != nil || n < 1 || n > store.MaxFamilyPage {
+			return "", "", q, adminError(http.StatusBadRequest, "limit %q is not a whole number from 1 to %d", values.Get("limit"), store.MaxFamilyPage)
+		}
+		q.Limit = n
+	}
+	if values.Has("include_revoked") {
+		b, err := strconv.ParseBool(values.Get("include_revoked"))
+		if err != nil {
+			return "", "", q, adminError(http.StatusBadRequest, "include_revoked %q is not true or false", values.Get("include_revoked"))
+		}
+		q.IncludeRevoked = b
+	}
+	q.After = values.Get("after")
+	return values.Get("issuer"), clientID, q, nil
+}
+
+// handleFamilies lists one page of a client's live refresh families, oldest
+// first, from the store's per-client index. A family created before the
+// client's revoked-before time (revoke-client) counts as revoked, as
+// refreshing refuses it. It does not consult the block's client list: the
+// families of a client removed from the configuration live on until they
+// expire or are revoked, and an id that never had a family gets an empty
+// list.
 func (a *AdminAPI) handleFamilies(w http.ResponseWriter, r *http.Request) error {
 	if err := adminOnlyMethod(w, r, http.MethodGet); err != nil {
 		return err
 	}
-	return adminError(http.StatusNotImplemented, "%s", familiesNotImplementedMsg)
+	issuer, clientID, q, err := familiesQuery(r)
+	if err != nil {
+		return err
+	}
+	b, err := adminLookupBlock(issuer)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := b.storeContext(r.Context())
+	defer cancel()
+	before, err := b.shared.store.ClientRevokedBefore(ctx, clientID)
+	if err != nil {
+		return adminStoreError("reading the client's revocation time", err)
+	}
+	page, err := b.shared.store.ListFamilies(ctx, clientID, q)
+	if errors.Is(err, store.ErrBadCursor) {
+		return adminError(http.StatusBadRequest, "after %q is not a cursor a previous page answered as next", q.After)
+	}
+	if err != nil {
+		return adminStoreError("listing the client's families", err)
+	}
+	resp := familiesResponse{
+		Issuer:        b.shared.issuer,
+		ClientID:      clientID,
+		RevokedBefore: adminTime(before),
+		Families:      make([]familyJSON, 0, len(page.Families)),
+		Next:          page.Next,
+	}
+	for _, f := range page.Families {
+		// Rotate refuses a family created before the client's
+		// revoked-before time, but the store need not have marked it.
+		if !before.IsZero() && f.CreatedAt.Before(before) {
+			f.Revoked = true
+		}
+		if f.Revoked && !q.IncludeRevoked {
+			continue
+		}
+		resp.Families = append(resp.Families, familyJSON{
+			FamilyID:  f.FamilyID,
+			Subject:   f.Subject,
+			Scope:     f.Scope,
+			CreatedAt: adminTime(f.CreatedAt),
+			ExpiresAt: adminTime(f.ExpiresAt),
+			Revoked:   f.Revoked,
+		})
+	}
+	a.log().Info("client's refresh families listed through the admin API",
+		zap.String("issuer", b.shared.issuer), zap.String("client_id", clientID),
+		zap.Bool("include_revoked", q.IncludeRevoked), zap.Int("families", len(resp.Families)),
+		zap.Bool("more", page.Next != ""))
+	return writeAdminJSON(w, http.StatusOK, resp)
+}
+
+// adminTime formats t as an RFC 3339 UTC time, "" for the zero time.
+func adminTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
 }
 
 func (a *AdminAPI) handleUnknown(http.ResponseWriter, *http.Request) error {
 	return adminError(http.StatusNotFound, "unknown moserver admin endpoint; see GET /moserver/keys, "+
-		"POST /moserver/revoke-family, POST /moserver/revoke-client")
+		"GET /moserver/families, POST /moserver/revoke-family, POST /moserver/revoke-client")
 }
 
 // adminBlock is a provisioned moserver block as the admin API sees it.

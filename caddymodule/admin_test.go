@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/caddy-moserver/caddy-moserver/internal/store"
 	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
 )
 
@@ -114,6 +117,7 @@ func opsMustRefresh(t *testing.T, h *Handler) string {
 type opsAdminReply struct {
 	status int
 	header http.Header
+	body   string
 	json   map[string]any
 }
 
@@ -144,7 +148,7 @@ func opsCallAdmin(t *testing.T, method, path, body string) opsAdminReply {
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
 	rec := httptest.NewRecorder()
 	mux.ServeHTTP(rec, req)
-	rep := opsAdminReply{status: rec.Code, header: rec.Header()}
+	rep := opsAdminReply{status: rec.Code, header: rec.Header(), body: rec.Body.String()}
 	if err := json.Unmarshal(rec.Body.Bytes(), &rep.json); err != nil {
 		t.Fatalf("%s %s: answer is not JSON: %q", method, path, rec.Body.String())
 	}
@@ -302,11 +306,338 @@ func TestAdminIssuerChoice(t *testing.T) {
 	}
 }
 
-func TestAdminFamiliesNotImplemented(t *testing.T) {
-	opsProvisionHandler(t, "https://fam.example/wp-json/moserver", nil)
-	opsWantAdminError(t, opsCallAdmin(t, "GET", "/moserver/families?client_id=x", ""), 501, "per-client index")
-	opsWantAdminError(t, opsCallAdmin(t, "POST", "/moserver/families", ""), 405, "use GET")
-	opsWantAdminError(t, opsCallAdmin(t, "GET", "/moserver/nope", ""), 404, "unknown moserver admin endpoint")
+// opsFamily is one family of a GET /moserver/families answer.
+type opsFamily struct {
+	FamilyID  string `json:"family_id"`
+	Subject   string `json:"subject"`
+	Scope     string `json:"scope"`
+	CreatedAt string `json:"created_at"`
+	ExpiresAt string `json:"expires_at"`
+	Revoked   bool   `json:"revoked"`
+}
+
+// opsListFamilies follows next from the first page to the end with pages of
+// limit, failing the test if a body holds any of secrets; it returns every
+// family in the order listed and the number of pages.
+func opsListFamilies(t *testing.T, query string, limit int, secrets []string) ([]opsFamily, int) {
+	t.Helper()
+	var all []opsFamily
+	after := ""
+	for pages := 1; ; pages++ {
+		if pages > 100 {
+			t.Fatalf("%s: more than 100 pages", query)
+		}
+		path := "/moserver/families?" + query + "&limit=" + strconv.Itoa(limit)
+		if after != "" {
+			path += "&after=" + url.QueryEscape(after)
+		}
+		r := opsCallAdmin(t, "GET", path, "")
+		if r.status != 200 {
+			t.Fatalf("GET %s: %d %s", path, r.status, r.body)
+		}
+		for _, s := range secrets {
+			if strings.Contains(r.body, s) {
+				t.Fatalf("GET %s: the answer holds a token (%.8s...)", path, s)
+			}
+		}
+		var page struct {
+			Families *[]opsFamily `json:"families"`
+			Next     string       `json:"next"`
+		}
+		if err := json.Unmarshal([]byte(r.body), &page); err != nil {
+			t.Fatal(err)
+		}
+		if page.Families == nil {
+			t.Fatalf("GET %s: families is null or missing: %s", path, r.body)
+		}
+		if len(*page.Families) > limit {
+			t.Fatalf("GET %s: %d families in a page of %d", path, len(*page.Families), limit)
+		}
+		all = append(all, *page.Families...)
+		if page.Next == "" {
+			return all, pages
+		}
+		after = page.Next
+	}
+}
+
+func opsFamilyIDs(fs []opsFamily) []string {
+	ids := make([]string, len(fs))
+	for i, f := range fs {
+		ids[i] = f.FamilyID
+	}
+	return ids
+}
+
+func TestAdminFamilies(t *testing.T) {
+	h, _ := opsProvisionHandler(t, "https://fam.example/wp-json/moserver", func(h *Handler) {
+		h.Clients = append(h.Clients, ClientConfig{ID: "other-client", Secret: "other-secret", RefreshTokens: true})
+	})
+	query := "client_id=" + opsClientID
+
+	r := opsCallAdmin(t, "GET", "/moserver/families?"+query, "")
+	if r.status != 200 || r.str("client_id") != opsClientID || r.str("issuer") != h.Issuer ||
+		!strings.Contains(r.body, `"families": []`) || r.json["next"] != nil {
+		t.Fatalf("no families yet: %d %s", r.status, r.body)
+	}
+
+	// Seven families, each in a millisecond of its own so that creation
+	// order is issuance order; another client's family is not listed.
+	var ids, refreshes, secrets []string
+	var scope string
+	for range 7 {
+		rep := opsTokenRequest(t, h, opsCCForm())
+		if rep.status != 200 || rep.refresh == "" {
+			t.Fatalf("client_credentials: %d %s", rep.status, rep.body)
+		}
+		fid, ok := tokens.ParseRefresh(rep.refresh)
+		if !ok {
+			t.Fatal("refresh token does not parse")
+		}
+		var m struct {
+			Scope string `json:"scope"`
+		}
+		_ = json.Unmarshal([]byte(rep.body), &m)
+		ids, refreshes, scope = append(ids, fid), append(refreshes, rep.refresh), m.Scope
+		secrets = append(secrets, rep.refresh, rep.access)
+		time.Sleep(3 * time.Millisecond)
+	}
+	foreign := opsTokenRequest(t, h, url.Values{"grant_type": {"client_credentials"}, "client_id": {"other-client"}, "client_secret": {"other-secret"}})
+	if foreign.status != 200 || foreign.refresh == "" {
+		t.Fatalf("other client: %d %s", foreign.status, foreign.body)
+	}
+	// A rotation keeps the family (and its place).
+	rotated := opsTokenRequest(t, h, opsRefreshForm(refreshes[2]))
+	if rotated.status != 200 || rotated.refresh == "" {
+		t.Fatalf("refresh: %d %s", rotated.status, rotated.body)
+	}
+	secrets = append(secrets, rotated.refresh, rotated.access, foreign.refresh, foreign.access)
+
+	for _, limit := range []int{1, 3, 7, 1000} {
+		got, pages := opsListFamilies(t, query, limit, secrets)
+		if strings.Join(opsFamilyIDs(got), ",") != strings.Join(ids, ",") {
+			t.Fatalf("limit %d: listed %v, want %v (oldest first, each once)", limit, opsFamilyIDs(got), ids)
+		}
+		if least := (len(ids) + limit - 1) / limit; pages < least {
+			t.Errorf("limit %d: %d pages, want at least %d", limit, pages, least)
+		}
+		var prev time.Time
+		for _, f := range got {
+			created, err1 := time.Parse(time.RFC3339Nano, f.CreatedAt)
+			expires, err2 := time.Parse(time.RFC3339Nano, f.ExpiresAt)
+			if err1 != nil || err2 != nil || created.Before(prev) || !expires.After(created) ||
+				f.Subject != opsClientID || f.Scope != scope || f.Revoked {
+				t.Errorf("limit %d: family %+v", limit, f)
+			}
+			if time.Until(expires) > 14*24*time.Hour+time.Minute || time.Until(expires) < 13*24*time.Hour {
+				t.Errorf("family expires at %s, want in about the refresh-token lifetime", f.ExpiresAt)
+			}
+			prev = created
+		}
+	}
+	if got, _ := opsListFamilies(t, "client_id=other-client", 10, nil); len(got) != 1 || got[0].Subject != "other-client" {
+		t.Errorf("other client's families: %+v", got)
+	}
+	opsWantAdminError(t, opsCallAdmin(t, "GET", "/moserver/families?"+query+"&after=nonsense", ""), 400, "is not a cursor")
+	// A client the block does not know is answered, with no families.
+	if got, _ := opsListFamilies(t, "client_id=removed-client&issuer="+url.QueryEscape(h.Issuer), 10, nil); len(got) != 0 {
+		t.Errorf("unknown client's families: %+v", got)
+	}
+
+	// A family revoked through the admin API leaves the default listing and
+	// shows as revoked with include_revoked; so does one revoked by a replay.
+	if r := opsCallAdmin(t, "POST", "/moserver/revoke-family", `{"family_id":"`+ids[4]+`"}`); r.status != 200 {
+		t.Fatalf("revoke-family: %d %s", r.status, r.body)
+	}
+	if rep := opsTokenRequest(t, h, opsRefreshForm(refreshes[2])); rep.status != http.StatusBadRequest {
+		t.Fatalf("replay: %d %s", rep.status, rep.body)
+	}
+	live := []string{ids[0], ids[1], ids[3], ids[5], ids[6]}
+	if got, _ := opsListFamilies(t, query, 2, secrets); strings.Join(opsFamilyIDs(got), ",") != strings.Join(live, ",") {
+		t.Errorf("after revocations: %v, want %v", opsFamilyIDs(got), live)
+	}
+	for _, v := range []string{"false", "0"} {
+		if got, _ := opsListFamilies(t, query+"&include_revoked="+v, 2, secrets); len(got) != len(live) {
+			t.Errorf("include_revoked=%s: %v, want %v", v, opsFamilyIDs(got), live)
+		}
+	}
+	got, _ := opsListFamilies(t, query+"&include_revoked=true", 2, secrets)
+	if strings.Join(opsFamilyIDs(got), ",") != strings.Join(ids, ",") {
+		t.Fatalf("include_revoked: %v, want %v", opsFamilyIDs(got), ids)
+	}
+	for i, f := range got {
+		if want := i == 2 || i == 4; f.Revoked != want {
+			t.Errorf("family %d: revoked %v, want %v", i, f.Revoked, want)
+		}
+	}
+
+	// After revoke-client the client's families count as revoked (refreshing
+	// refuses them) whether or not the store marked them; a family created
+	// afterwards is live.
+	if r := opsCallAdmin(t, "POST", "/moserver/revoke-client", `{"client_id":"`+opsClientID+`"}`); r.status != 200 {
+		t.Fatalf("revoke-client: %d %s", r.status, r.body)
+	}
+	time.Sleep(3 * time.Millisecond)
+	later := opsMustRefresh(t, h)
+	laterID, _ := tokens.ParseRefresh(later)
+	secrets = append(secrets, later)
+	r = opsCallAdmin(t, "GET", "/moserver/families?"+query, "")
+	if _, err := time.Parse(time.RFC3339Nano, r.str("revoked_before")); err != nil || r.status != 200 {
+		t.Errorf("revoked_before after revoke-client: %d %s", r.status, r.body)
+	}
+	if got, _ := opsListFamilies(t, query, 3, secrets); strings.Join(opsFamilyIDs(got), ",") != laterID {
+		t.Errorf("after revoke-client: %v, want only %s", opsFamilyIDs(got), laterID)
+	}
+	got, _ = opsListFamilies(t, query+"&include_revoked=1", 3, secrets)
+	if strings.Join(opsFamilyIDs(got), ",") != strings.Join(append(ids, laterID), ",") {
+		t.Fatalf("include_revoked after revoke-client: %v", opsFamilyIDs(got))
+	}
+	for i, f := range got {
+		if want := i < len(ids); f.Revoked != want {
+			t.Errorf("family %d after revoke-client: revoked %v, want %v", i, f.Revoked, want)
+		}
+	}
+	if r := opsCallAdmin(t, "GET", "/moserver/families?client_id=other-client", ""); r.json["revoked_before"] != nil {
+		t.Errorf("another client has a revoked_before: %s", r.body)
+	}
+}
+
+// opsSpyStore records the ListFamilies query and answers it with page or
+// err, and ClientRevokedBefore with before or beforeErr.
+type opsSpyStore struct {
+	store.Store
+	clientID  string
+	q         store.FamilyQuery
+	calls     int
+	page      store.FamilyPage
+	err       error
+	before    time.Time
+	beforeErr error
+}
+
+func (s *opsSpyStore) ClientRevokedBefore(context.Context, string) (time.Time, error) {
+	return s.before, s.beforeErr
+}
+
+func (s *opsSpyStore) ListFamilies(_ context.Context, clientID string, q store.FamilyQuery) (store.FamilyPage, error) {
+	s.clientID, s.q, s.calls = clientID, q, s.calls+1
+	return s.page, s.err
+}
+
+func TestAdminFamiliesQuery(t *testing.T) {
+	h, _ := opsProvisionHandler(t, "https://famq.example/wp-json/moserver", nil)
+	created := time.Date(2026, 11, 26, 2, 31, 41, 771e6, time.FixedZone("CET", 3600))
+	spy := &opsSpyStore{Store: h.shared.store, page: store.FamilyPage{
+		Families: []store.FamilySummary{{FamilyID: "f1", Subject: "s", Scope: "a b", CreatedAt: created, ExpiresAt: created.Add(time.Hour)}, {FamilyID: "f2"}},
+		Next:     "cursor/2",
+	}}
+	h.shared.store = spy
+
+	r := opsCallAdmin(t, "GET", "/moserver/families?client_id=c%20x", "")
+	if r.status != 200 || spy.clientID != "c x" || spy.q != (store.FamilyQuery{Limit: 100}) {
+		t.Fatalf("defaults: %d %s, store asked %q %+v", r.status, r.body, spy.clientID, spy.q)
+	}
+	want := `{
+  "issuer": "https://famq.example/wp-json/moserver",
+  "client_id": "c x",
+  "families": [
+    {
+      "family_id": "f1",
+      "subject": "s",
+      "scope": "a b",
+      "created_at": "2026-11-26T01:31:41.771Z",
+      "expires_at": "2026-11-26T02:31:41.771Z",
+      "revoked": false
+    },
+    {
+      "family_id": "f2",
+      "subject": "",
+      "scope": "",
+      "created_at": "",
+      "expires_at": "",
+      "revoked": false
+    }
+  ],
+  "next": "cursor/2"
+}
+`
+	if r.body != want {
+		t.Errorf("answer:\n%s\nwant:\n%s", r.body, want)
+	}
+	if r.header.Get("Cache-Control") != "no-store" {
+		t.Errorf("Cache-Control %q", r.header.Get("Cache-Control"))
+	}
+	path := "/moserver/families?issuer=" + url.QueryEscape(h.Issuer) + "&client_id=c&limit=1000&after=" + url.QueryEscape("cursor/2") + "&include_revoked=true"
+	if r := opsCallAdmin(t, "GET", path, ""); r.status != 200 || spy.q != (store.FamilyQuery{After: "cursor/2", Limit: 1000, IncludeRevoked: true}) {
+		t.Fatalf("all parameters: %d %s, store asked %+v", r.status, r.body, spy.q)
+	}
+	spy.page = store.FamilyPage{}
+	if r := opsCallAdmin(t, "GET", "/moserver/families?client_id=c&limit=1", ""); r.status != 200 || spy.q.Limit != 1 ||
+		!strings.Contains(r.body, `"families": []`) || strings.Contains(r.body, "next") {
+		t.Fatalf("empty page: %d %s", r.status, r.body)
+	}
+
+	calls := spy.calls
+	for _, tc := range []struct {
+		query, want string
+		status      int
+	}{
+		{"", "client_id is required", 400},
+		{"client_id=", "client_id is required", 400},
+		{"client_id=%20", "client_id is required", 400},
+		{"client_id=c&limit=0", "limit \"0\" is not a whole number from 1 to 1000", 400},
+		{"client_id=c&limit=1001", "from 1 to 1000", 400},
+		{"client_id=c&limit=-5", "from 1 to 1000", 400},
+		{"client_id=c&limit=ten", "from 1 to 1000", 400},
+		{"client_id=c&limit=", "from 1 to 1000", 400},
+		{"client_id=c&include_revoked=yes", "include_revoked \"yes\" is not true or false", 400},
+		{"client_id=c&include_revoked", "include_revoked", 400},
+		{"client_id=c&limt=5", "unknown query parameter \"limt\"", 400},
+		{"client_id=c&client_id=d", "client_id is given 2 times", 400},
+		{"client_id=c&issuer=https://nope.example", "no moserver block has issuer", 404},
+	} {
+		opsWantAdminError(t, opsCallAdmin(t, "GET", "/moserver/families?"+tc.query, ""), tc.status, tc.want)
+	}
+	if spy.calls != calls {
+		t.Errorf("the store was asked for a refused query")
+	}
+
+	spy.err = fmt.Errorf("listing: %w", store.ErrUnavailable)
+	opsWantAdminError(t, opsCallAdmin(t, "GET", "/moserver/families?client_id=c", ""), 503, "listing the client's families failed")
+	// A family created before the client's revoked-before time is revoked.
+	spy.err, spy.before = nil, created.Add(time.Millisecond)
+	spy.page = store.FamilyPage{Families: []store.FamilySummary{
+		{FamilyID: "old", CreatedAt: created},
+		{FamilyID: "new", CreatedAt: created.Add(time.Millisecond)},
+	}}
+	r = opsCallAdmin(t, "GET", "/moserver/families?client_id=c", "")
+	if r.status != 200 || r.str("revoked_before") != "2026-11-26T01:31:41.772Z" ||
+		!strings.Contains(r.body, `"family_id": "new"`) || strings.Contains(r.body, `"old"`) {
+		t.Errorf("revoked_before: %d %s", r.status, r.body)
+	}
+	r = opsCallAdmin(t, "GET", "/moserver/families?client_id=c&include_revoked=true", "")
+	var page struct{ Families []opsFamily }
+	_ = json.Unmarshal([]byte(r.body), &page)
+	if len(page.Families) != 2 || !page.Families[0].Revoked || page.Families[1].Revoked {
+		t.Errorf("revoked_before with include_revoked: %d %s", r.status, r.body)
+	}
+	spy.before, spy.beforeErr = time.Time{}, fmt.Errorf("reading: %w", store.ErrUnavailable)
+	opsWantAdminError(t, opsCallAdmin(t, "GET", "/moserver/families?client_id=c", ""), 503, "reading the client's revocation time failed")
+	spy.beforeErr = nil
+
+	spy.err = fmt.Errorf("listing: %w", store.ErrBadCursor)
+	opsWantAdminError(t, opsCallAdmin(t, "GET", "/moserver/families?client_id=c&after=x", ""), 400, `after "x" is not a cursor`)
+	spy.err = errors.New("something broke")
+	opsWantAdminError(t, opsCallAdmin(t, "GET", "/moserver/families?client_id=c", ""), 500, "listing the client's families failed: something broke")
+
+	for _, m := range []string{"POST", "PUT", "DELETE"} {
+		r := opsCallAdmin(t, m, "/moserver/families?client_id=c", "")
+		opsWantAdminError(t, r, 405, "use GET")
+		if r.header.Get("Allow") != "GET" {
+			t.Errorf("%s: Allow = %q", m, r.header.Get("Allow"))
+		}
+	}
+	opsWantAdminError(t, opsCallAdmin(t, "GET", "/moserver/nope", ""), 404, "GET /moserver/families")
 }
 
 func TestLongestTokenLifetime(t *testing.T) {

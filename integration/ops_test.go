@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -321,8 +322,13 @@ func TestOperations(t *testing.T) {
 		}
 	}
 
-	// Listing families needs a per-client index the store does not keep.
-	opsWantAdminError(t, opsAdmin(t, s.AdminAddr, "GET", "/moserver/families?client_id="+clientID, ""), 501, "not implemented")
+	// Admin API: list the client's families. Every family above was revoked
+	// by revoke-client; those issued from now on are live.
+	time.Sleep(5 * time.Millisecond)
+	opsCheckFamilies(t, s, []string{at, rt, rt2, a, b, b2, newSecret, clientSecret})
+	if !strings.Contains(s.Logs(), `"logger":"admin.api.moserver","msg":"client's refresh families listed through the admin API"`) {
+		t.Errorf("logs lack the families listing line")
+	}
 
 	// CLI: token decode of a real token, from an argument and from stdin.
 	dec, _ := opsRunCaddyCLI(t, "", "moserver", "token", "decode", at)
@@ -349,6 +355,198 @@ func TestOperations(t *testing.T) {
 	if r := opsAdmin(t, s.AdminAddr, "GET", "/moserver/keys", ""); r.status != 200 {
 		t.Errorf("keys after reload: %d %s", r.status, r.body)
 	}
+	if r := opsAdmin(t, s.AdminAddr, "GET", "/moserver/families?client_id="+clientID, ""); r.status != 200 || !strings.Contains(r.body, `"family_id"`) {
+		t.Errorf("families after reload: %d %s", r.status, r.body)
+	}
+}
+
+// TestOperationsFamiliesRedis lists families from the Redis store's
+// per-client index through the built binary's admin API.
+func TestOperationsFamiliesRedis(t *testing.T) {
+	up := newUpstream(t)
+	s := startSite(t, redisOption(t), up.URL)
+	opsCheckFamilies(t, s, []string{clientSecret})
+}
+
+// opsFamily is one family of a GET /moserver/families answer.
+type opsFamily struct {
+	FamilyID  string `json:"family_id"`
+	Subject   string `json:"subject"`
+	Scope     string `json:"scope"`
+	CreatedAt string `json:"created_at"`
+	ExpiresAt string `json:"expires_at"`
+	Revoked   bool   `json:"revoked"`
+}
+
+// opsListFamilies follows next from the first page to the end with pages of
+// limit, failing the test if an answer holds any of secrets; it returns
+// every family in the order listed and the number of pages.
+func opsListFamilies(t *testing.T, adminAddr, query string, limit int, secrets []string) ([]opsFamily, int) {
+	t.Helper()
+	var all []opsFamily
+	after := ""
+	for pages := 1; ; pages++ {
+		if pages > 100 {
+			t.Fatalf("%s: more than 100 pages", query)
+		}
+		path := "/moserver/families?" + query + "&limit=" + strconv.Itoa(limit)
+		if after != "" {
+			path += "&after=" + url.QueryEscape(after)
+		}
+		r := opsAdmin(t, adminAddr, "GET", path, "")
+		if r.status != 200 {
+			t.Fatalf("GET %s: %d %s", path, r.status, r.body)
+		}
+		for _, s := range secrets {
+			if strings.Contains(r.body, s) {
+				t.Fatalf("GET %s: the answer holds a token or secret (%.8s...)", path, s)
+			}
+		}
+		var page struct {
+			Families *[]opsFamily `json:"families"`
+			Next     string       `json:"next"`
+		}
+		if err := json.Unmarshal([]byte(r.body), &page); err != nil {
+			t.Fatal(err)
+		}
+		if page.Families == nil {
+			t.Fatalf("GET %s: families is null or missing: %s", path, r.body)
+		}
+		if len(*page.Families) > limit {
+			t.Fatalf("GET %s: %d families in a page of %d", path, len(*page.Families), limit)
+		}
+		all = append(all, *page.Families...)
+		if page.Next == "" {
+			return all, pages
+		}
+		after = page.Next
+	}
+}
+
+func opsFamilyIDs(fs []opsFamily) string {
+	ids := make([]string, len(fs))
+	for i, f := range fs {
+		ids[i] = f.FamilyID
+	}
+	return strings.Join(ids, ",")
+}
+
+// opsCheckFamilies issues five refresh families for the test client (which
+// must have no other live family) and checks GET /moserver/families: paging
+// across pages oldest first, each family once, no token in any answer, a
+// family revoked through the admin API left out unless include_revoked, all
+// of them revoked after revoke-client, and the refused requests.
+func opsCheckFamilies(t *testing.T, s *site, secrets []string) {
+	t.Helper()
+	query := "client_id=" + clientID
+	var ids, refreshes []string
+	for range 5 {
+		r := mustToken(t, s.form(t, tokenPath, ccValues()))
+		fid, ok := tokens.ParseRefresh(r.str("refresh_token"))
+		if !ok {
+			t.Fatalf("refresh token does not parse: %s", r.body)
+		}
+		ids, refreshes = append(ids, fid), append(refreshes, r.str("refresh_token"))
+		secrets = append(secrets, r.str("refresh_token"), r.str("access_token"))
+		time.Sleep(3 * time.Millisecond) // creation order is issuance order
+	}
+	// A rotation keeps the family and its place.
+	rotated := mustToken(t, s.form(t, tokenPath, refreshValues(refreshes[1])))
+	secrets = append(secrets, rotated.str("refresh_token"), rotated.str("access_token"))
+	want := strings.Join(ids, ",")
+
+	for _, limit := range []int{1, 2, 5, 100} {
+		got, pages := opsListFamilies(t, s.AdminAddr, query, limit, secrets)
+		if opsFamilyIDs(got) != want {
+			t.Fatalf("limit %d: listed %s, want %s (oldest first, each once)", limit, opsFamilyIDs(got), want)
+		}
+		if least := (len(ids) + limit - 1) / limit; pages < least {
+			t.Errorf("limit %d: %d pages, want at least %d", limit, pages, least)
+		}
+		var prev time.Time
+		for _, f := range got {
+			created, err1 := time.Parse(time.RFC3339Nano, f.CreatedAt)
+			expires, err2 := time.Parse(time.RFC3339Nano, f.ExpiresAt)
+			if err1 != nil || err2 != nil || !created.After(prev) || !expires.After(created) ||
+				f.Subject != clientID || f.Scope == "" || f.Revoked {
+				t.Errorf("limit %d: family %+v", limit, f)
+			}
+			prev = created
+		}
+	}
+
+	// One family revoked through the admin API.
+	if r := opsAdmin(t, s.AdminAddr, "POST", "/moserver/revoke-family", `{"family_id":"`+ids[2]+`"}`); r.status != 200 {
+		t.Fatalf("revoke-family: %d %s", r.status, r.body)
+	}
+	live := strings.Join([]string{ids[0], ids[1], ids[3], ids[4]}, ",")
+	if got, _ := opsListFamilies(t, s.AdminAddr, query, 2, secrets); opsFamilyIDs(got) != live {
+		t.Errorf("after revoke-family: %s, want %s", opsFamilyIDs(got), live)
+	}
+	ours := func(fs []opsFamily) []opsFamily {
+		var out []opsFamily
+		for _, f := range fs {
+			if strings.Contains(want, f.FamilyID) {
+				out = append(out, f)
+			} else if !f.Revoked {
+				t.Errorf("an unexpected live family: %+v", f)
+			}
+		}
+		return out
+	}
+	got, _ := opsListFamilies(t, s.AdminAddr, query+"&include_revoked=true", 2, secrets)
+	mine := ours(got)
+	if opsFamilyIDs(mine) != want {
+		t.Fatalf("include_revoked: %s, want %s", opsFamilyIDs(mine), want)
+	}
+	for i, f := range mine {
+		if f.Revoked != (i == 2) {
+			t.Errorf("include_revoked: family %d revoked %v", i, f.Revoked)
+		}
+	}
+
+	// Refused requests, and a client with no families.
+	for _, tc := range []struct {
+		query, want string
+		status      int
+	}{
+		{"", "client_id is required", 400},
+		{"limit=5", "client_id is required", 400},
+		{query + "&limit=0", "is not a whole number from 1 to 1000", 400},
+		{query + "&limit=1001", "from 1 to 1000", 400},
+		{query + "&limit=many", "from 1 to 1000", 400},
+		{query + "&include_revoked=maybe", "include_revoked", 400},
+		{query + "&after=" + ids[0], "is not a cursor", 400},
+		{query + "&limt=5", "unknown query parameter", 400},
+		{query + "&issuer=https://nope.example", "no moserver block has issuer", 404},
+	} {
+		opsWantAdminError(t, opsAdmin(t, s.AdminAddr, "GET", "/moserver/families?"+tc.query, ""), tc.status, tc.want)
+	}
+	r := opsAdmin(t, s.AdminAddr, "POST", "/moserver/families?"+query, "")
+	opsWantAdminError(t, r, 405, "use GET")
+	if r.header.Get("Allow") != "GET" {
+		t.Errorf("Allow = %q", r.header.Get("Allow"))
+	}
+	if r := opsAdmin(t, s.AdminAddr, "GET", "/moserver/families?client_id=removed-client&issuer="+url.QueryEscape(s.base+"/wp-json/moserver"), ""); r.status != 200 ||
+		!strings.Contains(r.body, `"families": []`) || r.str("client_id") != "removed-client" {
+		t.Errorf("a client with no families: %d %s", r.status, r.body)
+	}
+
+	// After revoke-client every family of the client counts as revoked.
+	if r := opsAdmin(t, s.AdminAddr, "POST", "/moserver/revoke-client", `{"client_id":"`+clientID+`"}`); r.status != 200 {
+		t.Fatalf("revoke-client: %d %s", r.status, r.body)
+	}
+	if got, _ := opsListFamilies(t, s.AdminAddr, query, 100, secrets); len(got) != 0 {
+		t.Errorf("live families after revoke-client: %s", opsFamilyIDs(got))
+	}
+	got, _ = opsListFamilies(t, s.AdminAddr, query+"&include_revoked=true", 100, secrets)
+	if mine := ours(got); opsFamilyIDs(mine) != want {
+		t.Errorf("include_revoked after revoke-client: %s, want %s", opsFamilyIDs(mine), want)
+	}
+	if r := opsAdmin(t, s.AdminAddr, "GET", "/moserver/families?"+query, ""); r.str("revoked_before") == "" {
+		t.Errorf("no revoked_before after revoke-client: %s", r.body)
+	}
+	time.Sleep(5 * time.Millisecond)
 }
 
 // TestOperationsLogRequestsOff: without log_requests the per-request line is

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -25,21 +26,26 @@ type fillResult struct {
 // fillFamilies writes n live refresh-token families of client straight into
 // Redis under prefix, exactly as (*store.Redis).CreateFamily lays them out:
 //
-//	<prefix>{<family>}:fam          client, revoked=0, current=<digest>, exp
+//	<prefix>{<family>}:fam          client, revoked=0, current=<digest>, exp, created
 //	<prefix>{<family>}:rt:<digest>  client, subject, scope, exp, state=active
+//	<prefix>client:{<client>}:fams  sorted set member "<created ms, 15 digits>:<family>", score 0
 //
 // each with PEXPIREAT at its exp (refreshTTL from now). Tokens and family ids
 // come from tokens.NewFamilyToken and digests from tokens.Digest, so every
-// family is one the server would accept. The commands are pipelined over
-// several connections.
+// family is one the server would accept (the caller redeems one and lists
+// the index through the endpoint's store to prove it). The commands are
+// pipelined over several connections.
 func fillFamilies(ctx context.Context, c *redis.Client, prefix, client string, n int) (*fillResult, error) {
 	const (
 		workers = 4
-		batch   = 1000 // families per pipeline round trip (4 commands each)
+		batch   = 1000 // families per pipeline round trip (5 commands each)
 	)
 	start := time.Now()
 	exp := start.Add(refreshTTL)
 	expMs := strconv.FormatInt(exp.UnixMilli(), 10)
+	created := start.UnixMilli()
+	createdMs := strconv.FormatInt(created, 10)
+	index := prefix + "client:{" + client + "}:fams"
 	res := &fillResult{Families: n}
 	var once sync.Once
 
@@ -65,8 +71,9 @@ func fillFamilies(ctx context.Context, c *redis.Client, prefix, client string, n
 					once.Do(func() { res.Sample = token })
 					fam := prefix + "{" + family + "}:fam"
 					rt := prefix + "{" + family + "}:rt:" + digest
-					pipe.HSet(gctx, fam, "client", client, "revoked", "0", "current", digest, "exp", expMs)
+					pipe.HSet(gctx, fam, "client", client, "revoked", "0", "current", digest, "exp", expMs, "created", createdMs)
 					pipe.PExpireAt(gctx, fam, exp)
+					pipe.ZAdd(gctx, index, redis.Z{Member: fmt.Sprintf("%015d:%s", created, family)})
 					pipe.HSet(gctx, rt, "client", client, "subject", client, "scope", scopes, "exp", expMs, "state", "active")
 					pipe.PExpireAt(gctx, rt, exp)
 				}
@@ -80,6 +87,9 @@ func fillFamilies(ctx context.Context, c *redis.Client, prefix, client string, n
 	wg.Wait()
 	if firstErr != nil {
 		return nil, firstErr
+	}
+	if err := c.PExpireAt(ctx, index, exp).Err(); err != nil {
+		return nil, err
 	}
 	res.Took = time.Since(start)
 	var err error

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/caddy-moserver/caddy-moserver/internal/loadtest"
+	"github.com/caddy-moserver/caddy-moserver/internal/store"
 	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
 )
 
@@ -467,6 +468,13 @@ func (b *bench) rows(ctx context.Context) error {
 			return fmt.Errorf("a refresh token written into Redis is not accepted by the endpoint: %v", err)
 		}
 		logf("a written family's refresh token is accepted by the endpoint (rotated)")
+		// And the client's family index is the store's own: ListFamilies
+		// reads a page of it.
+		page, err := store.NewRedis(b.redis.Client, es.prefix).ListFamilies(ctx, rtClient, store.FamilyQuery{Limit: 10})
+		if err != nil || len(page.Families) == 0 || page.Next == "" {
+			return fmt.Errorf("the written families cannot be listed through the store: %d listed, %v", len(page.Families), err)
+		}
+		logf("the written families are listed by the store's ListFamilies")
 		name := fmt.Sprintf("client_credentials ES256, %s families in Redis", humanCount(cfg.families))
 		if _, _, err := b.measure(ctx, "es256_1m", name, "cc ES256 "+humanCount(cfg.families), false, cc(es), warm, dur); err != nil {
 			return err
