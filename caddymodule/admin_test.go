@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-moserver/caddy-moserver/internal/store"
+	"github.com/caddy-moserver/caddy-moserver/internal/testutil/admintest"
 	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
 )
 
@@ -122,6 +122,14 @@ type opsAdminReply struct {
 }
 
 func (r opsAdminReply) str(k string) string { s, _ := r.json[k].(string); return s }
+
+// opsGetAdmin sends GETs with opsCallAdmin, for admintest.
+func opsGetAdmin(t *testing.T) admintest.Get {
+	return func(path string) (int, string) {
+		r := opsCallAdmin(t, "GET", path, "")
+		return r.status, r.body
+	}
+}
 
 // opsCallAdmin routes a request through the module's routes as Caddy's admin
 // endpoint does, answering a returned error as Caddy does ({"error": ...}).
@@ -306,69 +314,6 @@ func TestAdminIssuerChoice(t *testing.T) {
 	}
 }
 
-// opsFamily is one family of a GET /moserver/families answer.
-type opsFamily struct {
-	FamilyID  string `json:"family_id"`
-	Subject   string `json:"subject"`
-	Scope     string `json:"scope"`
-	CreatedAt string `json:"created_at"`
-	ExpiresAt string `json:"expires_at"`
-	Revoked   bool   `json:"revoked"`
-}
-
-// opsListFamilies follows next from the first page to the end with pages of
-// limit, failing the test if a body holds any of secrets; it returns every
-// family in the order listed and the number of pages.
-func opsListFamilies(t *testing.T, query string, limit int, secrets []string) ([]opsFamily, int) {
-	t.Helper()
-	var all []opsFamily
-	after := ""
-	for pages := 1; ; pages++ {
-		if pages > 100 {
-			t.Fatalf("%s: more than 100 pages", query)
-		}
-		path := "/moserver/families?" + query + "&limit=" + strconv.Itoa(limit)
-		if after != "" {
-			path += "&after=" + url.QueryEscape(after)
-		}
-		r := opsCallAdmin(t, "GET", path, "")
-		if r.status != 200 {
-			t.Fatalf("GET %s: %d %s", path, r.status, r.body)
-		}
-		for _, s := range secrets {
-			if strings.Contains(r.body, s) {
-				t.Fatalf("GET %s: the answer holds a token (%.8s...)", path, s)
-			}
-		}
-		var page struct {
-			Families *[]opsFamily `json:"families"`
-			Next     string       `json:"next"`
-		}
-		if err := json.Unmarshal([]byte(r.body), &page); err != nil {
-			t.Fatal(err)
-		}
-		if page.Families == nil {
-			t.Fatalf("GET %s: families is null or missing: %s", path, r.body)
-		}
-		if len(*page.Families) > limit {
-			t.Fatalf("GET %s: %d families in a page of %d", path, len(*page.Families), limit)
-		}
-		all = append(all, *page.Families...)
-		if page.Next == "" {
-			return all, pages
-		}
-		after = page.Next
-	}
-}
-
-func opsFamilyIDs(fs []opsFamily) []string {
-	ids := make([]string, len(fs))
-	for i, f := range fs {
-		ids[i] = f.FamilyID
-	}
-	return ids
-}
-
 func TestAdminFamilies(t *testing.T) {
 	h, _ := opsProvisionHandler(t, "https://fam.example/wp-json/moserver", func(h *Handler) {
 		h.Clients = append(h.Clients, ClientConfig{ID: "other-client", Secret: "other-secret", RefreshTokens: true})
@@ -414,9 +359,9 @@ func TestAdminFamilies(t *testing.T) {
 	secrets = append(secrets, rotated.refresh, rotated.access, foreign.refresh, foreign.access)
 
 	for _, limit := range []int{1, 3, 7, 1000} {
-		got, pages := opsListFamilies(t, query, limit, secrets)
-		if strings.Join(opsFamilyIDs(got), ",") != strings.Join(ids, ",") {
-			t.Fatalf("limit %d: listed %v, want %v (oldest first, each once)", limit, opsFamilyIDs(got), ids)
+		got, pages := admintest.ListFamilies(t, opsGetAdmin(t), query, limit, secrets)
+		if strings.Join(admintest.IDs(got), ",") != strings.Join(ids, ",") {
+			t.Fatalf("limit %d: listed %v, want %v (oldest first, each once)", limit, admintest.IDs(got), ids)
 		}
 		if least := (len(ids) + limit - 1) / limit; pages < least {
 			t.Errorf("limit %d: %d pages, want at least %d", limit, pages, least)
@@ -435,12 +380,12 @@ func TestAdminFamilies(t *testing.T) {
 			prev = created
 		}
 	}
-	if got, _ := opsListFamilies(t, "client_id=other-client", 10, nil); len(got) != 1 || got[0].Subject != "other-client" {
+	if got, _ := admintest.ListFamilies(t, opsGetAdmin(t), "client_id=other-client", 10, nil); len(got) != 1 || got[0].Subject != "other-client" {
 		t.Errorf("other client's families: %+v", got)
 	}
 	opsWantAdminError(t, opsCallAdmin(t, "GET", "/moserver/families?"+query+"&after=nonsense", ""), 400, "is not a cursor")
 	// A client the block does not know is answered, with no families.
-	if got, _ := opsListFamilies(t, "client_id=removed-client&issuer="+url.QueryEscape(h.Issuer), 10, nil); len(got) != 0 {
+	if got, _ := admintest.ListFamilies(t, opsGetAdmin(t), "client_id=removed-client&issuer="+url.QueryEscape(h.Issuer), 10, nil); len(got) != 0 {
 		t.Errorf("unknown client's families: %+v", got)
 	}
 
@@ -453,17 +398,17 @@ func TestAdminFamilies(t *testing.T) {
 		t.Fatalf("replay: %d %s", rep.status, rep.body)
 	}
 	live := []string{ids[0], ids[1], ids[3], ids[5], ids[6]}
-	if got, _ := opsListFamilies(t, query, 2, secrets); strings.Join(opsFamilyIDs(got), ",") != strings.Join(live, ",") {
-		t.Errorf("after revocations: %v, want %v", opsFamilyIDs(got), live)
+	if got, _ := admintest.ListFamilies(t, opsGetAdmin(t), query, 2, secrets); strings.Join(admintest.IDs(got), ",") != strings.Join(live, ",") {
+		t.Errorf("after revocations: %v, want %v", admintest.IDs(got), live)
 	}
 	for _, v := range []string{"false", "0"} {
-		if got, _ := opsListFamilies(t, query+"&include_revoked="+v, 2, secrets); len(got) != len(live) {
-			t.Errorf("include_revoked=%s: %v, want %v", v, opsFamilyIDs(got), live)
+		if got, _ := admintest.ListFamilies(t, opsGetAdmin(t), query+"&include_revoked="+v, 2, secrets); len(got) != len(live) {
+			t.Errorf("include_revoked=%s: %v, want %v", v, admintest.IDs(got), live)
 		}
 	}
-	got, _ := opsListFamilies(t, query+"&include_revoked=true", 2, secrets)
-	if strings.Join(opsFamilyIDs(got), ",") != strings.Join(ids, ",") {
-		t.Fatalf("include_revoked: %v, want %v", opsFamilyIDs(got), ids)
+	got, _ := admintest.ListFamilies(t, opsGetAdmin(t), query+"&include_revoked=true", 2, secrets)
+	if strings.Join(admintest.IDs(got), ",") != strings.Join(ids, ",") {
+		t.Fatalf("include_revoked: %v, want %v", admintest.IDs(got), ids)
 	}
 	for i, f := range got {
 		if want := i == 2 || i == 4; f.Revoked != want {
@@ -485,12 +430,12 @@ func TestAdminFamilies(t *testing.T) {
 	if _, err := time.Parse(time.RFC3339Nano, r.str("revoked_before")); err != nil || r.status != 200 {
 		t.Errorf("revoked_before after revoke-client: %d %s", r.status, r.body)
 	}
-	if got, _ := opsListFamilies(t, query, 3, secrets); strings.Join(opsFamilyIDs(got), ",") != laterID {
-		t.Errorf("after revoke-client: %v, want only %s", opsFamilyIDs(got), laterID)
+	if got, _ := admintest.ListFamilies(t, opsGetAdmin(t), query, 3, secrets); strings.Join(admintest.IDs(got), ",") != laterID {
+		t.Errorf("after revoke-client: %v, want only %s", admintest.IDs(got), laterID)
 	}
-	got, _ = opsListFamilies(t, query+"&include_revoked=1", 3, secrets)
-	if strings.Join(opsFamilyIDs(got), ",") != strings.Join(append(ids, laterID), ",") {
-		t.Fatalf("include_revoked after revoke-client: %v", opsFamilyIDs(got))
+	got, _ = admintest.ListFamilies(t, opsGetAdmin(t), query+"&include_revoked=1", 3, secrets)
+	if strings.Join(admintest.IDs(got), ",") != strings.Join(append(ids, laterID), ",") {
+		t.Fatalf("include_revoked after revoke-client: %v", admintest.IDs(got))
 	}
 	for i, f := range got {
 		if want := i < len(ids); f.Revoked != want {
@@ -616,7 +561,7 @@ func TestAdminFamiliesQuery(t *testing.T) {
 		t.Errorf("revoked_before: %d %s", r.status, r.body)
 	}
 	r = opsCallAdmin(t, "GET", "/moserver/families?client_id=c&include_revoked=true", "")
-	var page struct{ Families []opsFamily }
+	var page struct{ Families []admintest.Family }
 	_ = json.Unmarshal([]byte(r.body), &page)
 	if len(page.Families) != 2 || !page.Families[0].Revoked || page.Families[1].Revoked {
 		t.Errorf("revoked_before with include_revoked: %d %s", r.status, r.body)

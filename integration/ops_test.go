@@ -3,7 +3,6 @@ package integration
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -17,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-moserver/caddy-moserver/internal/testutil/admintest"
 	"github.com/caddy-moserver/caddy-moserver/internal/testutil/caddyproc"
 	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
 )
@@ -368,67 +368,17 @@ func TestOperationsFamiliesRedis(t *testing.T) {
 	opsCheckFamilies(t, s, []string{clientSecret})
 }
 
-// opsFamily is one family of a GET /moserver/families answer.
-type opsFamily struct {
-	FamilyID  string `json:"family_id"`
-	Subject   string `json:"subject"`
-	Scope     string `json:"scope"`
-	CreatedAt string `json:"created_at"`
-	ExpiresAt string `json:"expires_at"`
-	Revoked   bool   `json:"revoked"`
+// opsFamilyIDs joins the family ids of fs with commas.
+func opsFamilyIDs(fs []admintest.Family) string {
+	return strings.Join(admintest.IDs(fs), ",")
 }
 
-// opsListFamilies follows next from the first page to the end with pages of
-// limit, failing the test if an answer holds any of secrets; it returns
-// every family in the order listed and the number of pages.
-func opsListFamilies(t *testing.T, adminAddr, query string, limit int, secrets []string) ([]opsFamily, int) {
-	t.Helper()
-	var all []opsFamily
-	after := ""
-	for pages := 1; ; pages++ {
-		if pages > 100 {
-			t.Fatalf("%s: more than 100 pages", query)
-		}
-		path := "/moserver/families?" + query + "&limit=" + strconv.Itoa(limit)
-		if after != "" {
-			path += "&after=" + url.QueryEscape(after)
-		}
+// opsGetAdmin sends GETs to Caddy's admin API at adminAddr, for admintest.
+func opsGetAdmin(t *testing.T, adminAddr string) admintest.Get {
+	return func(path string) (int, string) {
 		r := opsAdmin(t, adminAddr, "GET", path, "")
-		if r.status != 200 {
-			t.Fatalf("GET %s: %d %s", path, r.status, r.body)
-		}
-		for _, s := range secrets {
-			if strings.Contains(r.body, s) {
-				t.Fatalf("GET %s: the answer holds a token or secret (%.8s...)", path, s)
-			}
-		}
-		var page struct {
-			Families *[]opsFamily `json:"families"`
-			Next     string       `json:"next"`
-		}
-		if err := json.Unmarshal([]byte(r.body), &page); err != nil {
-			t.Fatal(err)
-		}
-		if page.Families == nil {
-			t.Fatalf("GET %s: families is null or missing: %s", path, r.body)
-		}
-		if len(*page.Families) > limit {
-			t.Fatalf("GET %s: %d families in a page of %d", path, len(*page.Families), limit)
-		}
-		all = append(all, *page.Families...)
-		if page.Next == "" {
-			return all, pages
-		}
-		after = page.Next
+		return r.status, r.body
 	}
-}
-
-func opsFamilyIDs(fs []opsFamily) string {
-	ids := make([]string, len(fs))
-	for i, f := range fs {
-		ids[i] = f.FamilyID
-	}
-	return strings.Join(ids, ",")
 }
 
 // opsCheckFamilies issues five refresh families for the test client (which
@@ -456,7 +406,7 @@ func opsCheckFamilies(t *testing.T, s *site, secrets []string) {
 	want := strings.Join(ids, ",")
 
 	for _, limit := range []int{1, 2, 5, 100} {
-		got, pages := opsListFamilies(t, s.AdminAddr, query, limit, secrets)
+		got, pages := admintest.ListFamilies(t, opsGetAdmin(t, s.AdminAddr), query, limit, secrets)
 		if opsFamilyIDs(got) != want {
 			t.Fatalf("limit %d: listed %s, want %s (oldest first, each once)", limit, opsFamilyIDs(got), want)
 		}
@@ -480,11 +430,11 @@ func opsCheckFamilies(t *testing.T, s *site, secrets []string) {
 		t.Fatalf("revoke-family: %d %s", r.status, r.body)
 	}
 	live := strings.Join([]string{ids[0], ids[1], ids[3], ids[4]}, ",")
-	if got, _ := opsListFamilies(t, s.AdminAddr, query, 2, secrets); opsFamilyIDs(got) != live {
+	if got, _ := admintest.ListFamilies(t, opsGetAdmin(t, s.AdminAddr), query, 2, secrets); opsFamilyIDs(got) != live {
 		t.Errorf("after revoke-family: %s, want %s", opsFamilyIDs(got), live)
 	}
-	ours := func(fs []opsFamily) []opsFamily {
-		var out []opsFamily
+	ours := func(fs []admintest.Family) []admintest.Family {
+		var out []admintest.Family
 		for _, f := range fs {
 			if strings.Contains(want, f.FamilyID) {
 				out = append(out, f)
@@ -494,7 +444,7 @@ func opsCheckFamilies(t *testing.T, s *site, secrets []string) {
 		}
 		return out
 	}
-	got, _ := opsListFamilies(t, s.AdminAddr, query+"&include_revoked=true", 2, secrets)
+	got, _ := admintest.ListFamilies(t, opsGetAdmin(t, s.AdminAddr), query+"&include_revoked=true", 2, secrets)
 	mine := ours(got)
 	if opsFamilyIDs(mine) != want {
 		t.Fatalf("include_revoked: %s, want %s", opsFamilyIDs(mine), want)
@@ -536,10 +486,10 @@ func opsCheckFamilies(t *testing.T, s *site, secrets []string) {
 	if r := opsAdmin(t, s.AdminAddr, "POST", "/moserver/revoke-client", `{"client_id":"`+clientID+`"}`); r.status != 200 {
 		t.Fatalf("revoke-client: %d %s", r.status, r.body)
 	}
-	if got, _ := opsListFamilies(t, s.AdminAddr, query, 100, secrets); len(got) != 0 {
+	if got, _ := admintest.ListFamilies(t, opsGetAdmin(t, s.AdminAddr), query, 100, secrets); len(got) != 0 {
 		t.Errorf("live families after revoke-client: %s", opsFamilyIDs(got))
 	}
-	got, _ = opsListFamilies(t, s.AdminAddr, query+"&include_revoked=true", 100, secrets)
+	got, _ = admintest.ListFamilies(t, opsGetAdmin(t, s.AdminAddr), query+"&include_revoked=true", 100, secrets)
 	if mine := ours(got); opsFamilyIDs(mine) != want {
 		t.Errorf("include_revoked after revoke-client: %s, want %s", opsFamilyIDs(mine), want)
 	}
