@@ -29,19 +29,30 @@ func basicCredentials(r *http.Request) (c credentials, ok bool, err *Error) {
 	if len(h) < 6 || !strings.EqualFold(h[:6], "Basic ") {
 		return c, false, nil
 	}
-	malformed := errInvalidClient("The Authorization header is not valid HTTP Basic", true)
-	raw, decErr := base64.StdEncoding.DecodeString(strings.TrimSpace(h[6:]))
+	enc := strings.TrimSpace(h[6:])
+	var buf [192]byte // decodes the usual header without allocating
+	raw := buf[:0]
+	if n := base64.StdEncoding.DecodedLen(len(enc)); n > len(buf) {
+		raw = make([]byte, 0, n)
+	}
+	raw, decErr := base64.StdEncoding.AppendDecode(raw, []byte(enc))
 	if decErr != nil {
-		return c, true, malformed
+		return c, true, errMalformedBasic()
 	}
 	id, secret, found := strings.Cut(string(raw), ":")
 	if !found || id == "" {
-		return c, true, malformed
+		return c, true, errMalformedBasic()
 	}
 	c = credentials{rawID: id, rawSecret: secret, basic: true, hasSecret: true}
 	c.id = formDecode(id)
 	c.secret = formDecode(secret)
 	return c, true, nil
+}
+
+// errMalformedBasic answers an Authorization: Basic header that does not
+// decode to "id:secret".
+func errMalformedBasic() *Error {
+	return errInvalidClient("The Authorization header is not valid HTTP Basic", true)
 }
 
 // formDecode undoes application/x-www-form-urlencoded encoding, or returns
@@ -92,7 +103,7 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, p params) (*
 		return nil, e
 	}
 	keys := s.failureKeys(r, creds.id)
-	if e := s.throttled(ctx, keys); e != nil {
+	if e := s.throttled(ctx, &keys); e != nil {
 		return nil, e
 	}
 	client, err := s.lookupClient(ctx, creds)
@@ -102,7 +113,7 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, p params) (*
 	}
 	if client == nil {
 		dummyClient.CheckSecret(creds.secret)
-		s.recordFailure(ctx, keys)
+		s.recordFailure(ctx, &keys)
 		return nil, errInvalidClient(descBadCredentials, creds.basic)
 	}
 	ok := client.CheckSecret(creds.secret)
@@ -110,7 +121,7 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, p params) (*
 		ok = client.CheckSecret(creds.rawSecret) || ok
 	}
 	if !ok {
-		s.recordFailure(ctx, keys)
+		s.recordFailure(ctx, &keys)
 		return nil, errInvalidClient(descBadCredentials, creds.basic)
 	}
 	return client, nil

@@ -1,7 +1,6 @@
 package oauth
 
 import (
-	"encoding/json"
 	"net/http"
 	"strconv"
 )
@@ -65,13 +64,6 @@ func errMethod(allow string) *Error {
 		Description: "The request method must be " + allow, Allow: allow}
 }
 
-// setNoStore sets the headers every token-endpoint response carries.
-func setNoStore(h http.Header) {
-	h.Set("Content-Type", "application/json; charset=UTF-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Pragma", "no-cache")
-}
-
 type errorBody struct {
 	Error       string `json:"error"`
 	Description string `json:"error_description,omitempty"`
@@ -80,7 +72,6 @@ type errorBody struct {
 // writeError sends e as an RFC 6749 JSON error.
 func writeError(w http.ResponseWriter, e *Error) {
 	h := w.Header()
-	setNoStore(h)
 	if e.basicChallenge {
 		h.Set("WWW-Authenticate", `Basic realm="moserver", charset="UTF-8"`)
 	}
@@ -90,8 +81,8 @@ func writeError(w http.ResponseWriter, e *Error) {
 	if e.Allow != "" {
 		h.Set("Allow", e.Allow)
 	}
-	body, _ := json.Marshal(errorBody{Error: e.Code, Description: e.Description})
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(e.Status)
-	_, _ = w.Write(body)
+	body := getBody()
+	*body = (&errorBody{Error: e.Code, Description: e.Description}).appendJSON((*body)[:0])
+	writeJSON(w, e.Status, *body)
+	putBody(body)
 }

@@ -2,7 +2,6 @@ package oauth
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"slices"
 	"strconv"
@@ -106,9 +105,12 @@ func (s *Server) grant(w http.ResponseWriter, r *http.Request, grant string, p p
 	if !client.AllowsGrant(grant) {
 		return client, &Error{Status: http.StatusBadRequest, Code: "unauthorized_client", Description: descUnauthorizedGrant}
 	}
-	var resp *tokenResponse
+	var (
+		cc   tokenResponse // on the stack: nothing keeps it
+		resp *tokenResponse
+	)
 	if grant == clients.GrantClientCredentials {
-		resp, e = s.clientCredentials(r.Context(), client, p)
+		resp, e = &cc, s.clientCredentials(r.Context(), &cc, client, p)
 	} else {
 		resp, e = s.refresh(r.Context(), client, p)
 	}
@@ -123,13 +125,14 @@ func errDuplicate(name string) *Error {
 	return errInvalidRequest("Parameter " + quoteName(name) + " was sent more than once")
 }
 
-func (s *Server) clientCredentials(ctx context.Context, c *clients.Client, p params) (*tokenResponse, *Error) {
+// clientCredentials runs the client credentials grant, filling resp.
+func (s *Server) clientCredentials(ctx context.Context, resp *tokenResponse, c *clients.Client, p params) *Error {
 	scope, e := grantedScope(p.get("scope"), c.Scopes)
 	if e != nil {
-		return nil, e
+		return e
 	}
 	now := s.cfg.Now()
-	resp := &tokenResponse{Scope: scope}
+	*resp = tokenResponse{Scope: scope}
 	familyID := ""
 	if c.RefreshTokens {
 		var refresh string
@@ -148,14 +151,11 @@ func (s *Server) clientCredentials(ctx context.Context, c *clients.Client, p par
 		})
 		if err != nil {
 			s.log.Error("storing a new refresh token failed", zap.String("client_id", c.ID), errField(err))
-			return nil, errUnavailable()
+			return errUnavailable()
 		}
 		resp.RefreshToken = refresh
 	}
-	if e := s.mintAccess(resp, c, c.ID, familyID, now); e != nil {
-		return nil, e
-	}
-	return resp, nil
+	return s.mintAccess(resp, c, c.ID, familyID, now)
 }
 
 func (s *Server) refresh(ctx context.Context, c *clients.Client, p params) (*tokenResponse, *Error) {
@@ -288,28 +288,52 @@ func (s *Server) mintAccess(resp *tokenResponse, c *clients.Client, subject, fam
 }
 
 func writeTokenResponse(w http.ResponseWriter, resp *tokenResponse) {
-	body, _ := json.Marshal(resp)
-	h := w.Header()
-	setNoStore(h)
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(body)
+	body := getBody()
+	*body = resp.appendJSON((*body)[:0])
+	writeJSON(w, http.StatusOK, *body)
+	putBody(body)
 }
 
 // normalizeScope checks a requested scope (RFC 6749 §3.3 syntax) and returns
 // its words, de-duplicated, joined by single spaces.
+// manyScopeWords is how many distinct words normalizeScope checks for
+// duplicates by scanning; beyond it a map keeps the check linear, so a
+// 64 KiB scope of tiny words costs milliseconds, not seconds.
+const manyScopeWords = 32
+
 func normalizeScope(raw string) (string, bool) {
-	words := strings.Fields(raw)
-	out := words[:0]
-	for _, w := range words {
+	var buf [8]string // the words of a usual scope, on the stack
+	out := buf[:0]
+	size := 0                // of the words in out
+	var seen map[string]bool // the words in out, once there are many
+	for w := range strings.FieldsSeq(raw) {
 		for i := 0; i < len(w); i++ {
 			if c := w[i]; c < 0x21 || c == '"' || c == '\\' || c > 0x7e {
 				return "", false
 			}
 		}
-		if !slices.Contains(out, w) {
-			out = append(out, w)
+		if len(out) == manyScopeWords && seen == nil {
+			seen = make(map[string]bool, 2*manyScopeWords)
+			for _, o := range out {
+				seen[o] = true
+			}
 		}
+		if seen != nil {
+			if seen[w] {
+				continue
+			}
+			seen[w] = true
+		} else if slices.Contains(out, w) {
+			continue
+		}
+		out = append(out, w)
+		size += len(w)
+	}
+	// Usually raw is normalised already: its length then leaves room for no
+	// duplicate and for exactly one byte between words, and that byte (words
+	// hold no space) is a space each time.
+	if len(out) > 0 && size+len(out)-1 == len(raw) && strings.Count(raw, " ") == len(out)-1 {
+		return raw, true
 	}
 	return strings.Join(out, " "), true
 }
@@ -324,7 +348,7 @@ func grantedScope(requested string, allowed []string) (string, *Error) {
 	if scope == "" {
 		return strings.Join(allowed, " "), nil
 	}
-	for _, w := range strings.Fields(scope) {
+	for w := range strings.FieldsSeq(scope) {
 		if !slices.Contains(allowed, w) {
 			return "", errInvalidScope()
 		}

@@ -61,11 +61,7 @@ func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	body, _ := json.Marshal(res)
-	h := w.Header()
-	setNoStore(h)
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(body)
+	writeJSON(w, http.StatusOK, body)
 	return true
 }
 

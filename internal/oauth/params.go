@@ -1,7 +1,6 @@
 package oauth
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -9,6 +8,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -19,23 +19,47 @@ const MaxBodyBytes = 64 << 10
 // maxMultipartParts bounds the work a multipart body can ask for.
 const maxMultipartParts = 64
 
-// params holds the parameters of a token or revocation request.
+// params holds the parameters of a token or revocation request. The first
+// few are kept inline, so a usual request (four or five parameters) costs no
+// allocation; beyond that they go to a map, so many parameters still cost
+// constant time each. Names are unique: a repeated name keeps its first value.
 type params struct {
-	values map[string]string
+	n      int
+	inline [inlineParams]param
+	more   map[string]string // nil until inline is full
 	// duplicate names the first parameter that was sent more than once.
 	duplicate string
 }
 
-func (p params) get(name string) string { return p.values[name] }
+// inlineParams is how many parameters params holds without allocating.
+const inlineParams = 8
 
-func (p params) has(name string) bool {
-	_, ok := p.values[name]
+type param struct{ name, value string }
+
+func (p *params) lookup(name string) (string, bool) {
+	for i := range p.n {
+		if p.inline[i].name == name {
+			return p.inline[i].value, true
+		}
+	}
+	v, ok := p.more[name]
+	return v, ok
+}
+
+func (p *params) get(name string) string {
+	v, _ := p.lookup(name)
+	return v
+}
+
+func (p *params) has(name string) bool {
+	_, ok := p.lookup(name)
 	return ok
 }
 
 var errBodyTooLarge = errors.New("request body too large")
 
-// readBody reads the whole request body, up to MaxBodyBytes.
+// readBody reads the whole request body, up to MaxBodyBytes. When the
+// length is announced the buffer is allocated once, at its final size.
 func readBody(r *http.Request) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
@@ -45,24 +69,36 @@ func readBody(r *http.Request) ([]byte, error) {
 	}
 	size := 512
 	if r.ContentLength > 0 {
-		size = int(r.ContentLength) + 1
+		size = int(r.ContentLength) + 1 // room to see EOF without growing
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size))
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, MaxBodyBytes+1))
-	if err != nil {
-		return nil, err
+	const limit = MaxBodyBytes + 1 // reading one byte more tells "too large"
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, 512)
+		}
+		n, err := r.Body.Read(buf[len(buf):min(cap(buf), limit)])
+		buf = buf[:len(buf)+n]
+		if len(buf) > MaxBodyBytes {
+			return nil, errBodyTooLarge
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
-	if n > MaxBodyBytes {
-		return nil, errBodyTooLarge
-	}
-	return buf.Bytes(), nil
 }
 
 // parseParams decodes a body by its Content-Type: form-urlencoded (also when
 // the type is missing), JSON, or multipart/form-data. A body of another type
 // is read as JSON when it looks like a JSON object and as a form otherwise,
-// as lenient clients expect.
-func parseParams(contentType string, body []byte) (params, *Error) {
+// as lenient clients expect. The values may be substrings of body.
+func parseParams(contentType, body string) (params, *Error) {
+	if isFormType(contentType) {
+		return parseForm(body)
+	}
 	mediaType, mtParams, _ := mime.ParseMediaType(contentType)
 	switch {
 	case mediaType == "multipart/form-data":
@@ -71,32 +107,65 @@ func parseParams(contentType string, body []byte) (params, *Error) {
 		return parseJSON(body)
 	case mediaType == "application/x-www-form-urlencoded" || mediaType == "":
 		return parseForm(body)
-	case len(bytes.TrimSpace(body)) > 0 && bytes.TrimSpace(body)[0] == '{':
+	case len(strings.TrimSpace(body)) > 0 && strings.TrimSpace(body)[0] == '{':
 		return parseJSON(body)
 	default:
 		return parseForm(body)
 	}
 }
 
-func newParams() params { return params{values: make(map[string]string, 8)} }
+// isFormType is the allocation-free shortcut of parseParams for the usual
+// case: it reports whether the media type (before any ';') is missing or is
+// application/x-www-form-urlencoded in ASCII letters of any case. Both mean
+// a form whatever the parameters say: for such a type mime.ParseMediaType
+// returns either that media type or, when the parameters are malformed,
+// none. Anything else is left to mime.ParseMediaType.
+func isFormType(contentType string) bool {
+	const form = "application/x-www-form-urlencoded"
+	base, _, _ := strings.Cut(contentType, ";")
+	base = strings.TrimSpace(base)
+	if base == "" {
+		return true
+	}
+	if len(base) != len(form) {
+		return false
+	}
+	for i := range len(form) {
+		c := base[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != form[i] {
+			return false
+		}
+	}
+	return true
+}
 
 func (p *params) add(name, value string) *Error {
 	if !utf8.ValidString(name) || !utf8.ValidString(value) {
 		return errInvalidRequest("The request body is not valid UTF-8")
 	}
-	if _, dup := p.values[name]; dup {
+	if p.has(name) {
 		if p.duplicate == "" {
 			p.duplicate = name
 		}
 		return nil
 	}
-	p.values[name] = value
+	if p.n < inlineParams {
+		p.inline[p.n] = param{name, value}
+		p.n++
+		return nil
+	}
+	if p.more == nil {
+		p.more = make(map[string]string)
+	}
+	p.more[name] = value
 	return nil
 }
 
-func parseForm(body []byte) (params, *Error) {
-	p := newParams()
-	s := string(body)
+func parseForm(s string) (params, *Error) {
+	var p params
 	for s != "" {
 		var pair string
 		pair, s, _ = strings.Cut(s, "&")
@@ -118,10 +187,10 @@ func parseForm(body []byte) (params, *Error) {
 	return p, nil
 }
 
-func parseJSON(body []byte) (params, *Error) {
-	p := newParams()
+func parseJSON(body string) (params, *Error) {
+	var p params
 	bad := func(desc string) (params, *Error) { return p, errInvalidRequest(desc) }
-	dec := json.NewDecoder(bytes.NewReader(body))
+	dec := json.NewDecoder(strings.NewReader(body))
 	dec.UseNumber()
 	tok, err := dec.Token()
 	if err != nil || tok != json.Delim('{') {
@@ -154,12 +223,12 @@ func parseJSON(body []byte) (params, *Error) {
 	return p, nil
 }
 
-func parseMultipart(body []byte, boundary string) (params, *Error) {
-	p := newParams()
+func parseMultipart(body, boundary string) (params, *Error) {
+	var p params
 	if boundary == "" {
 		return p, errInvalidRequest("The multipart body has no boundary")
 	}
-	mr := multipart.NewReader(bytes.NewReader(body), boundary)
+	mr := multipart.NewReader(strings.NewReader(body), boundary)
 	for i := 0; ; i++ {
 		part, err := mr.NextPart()
 		if err == io.EOF {

@@ -41,16 +41,14 @@ type cleanKeys struct {
 // when it is reached.
 const maxCleanKeys = 100_000
 
-// allClean reports whether every key was seen at zero within cleanFor.
-func (c *cleanKeys) allClean(keys []string, now int64) bool {
+// allClean reports whether both keys were seen at zero within cleanFor.
+func (c *cleanKeys) allClean(keys *failureKeys, now int64) bool {
+	var buf [64]byte // the usual "ip:" key fits
+	ipKey := append(append(buf[:0], ipKeyPrefix...), keys.ip...)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, k := range keys {
-		if c.until[k] <= now {
-			return false
-		}
-	}
-	return true
+	// Indexing with string(bytes) does not allocate.
+	return c.until[string(keys.id[:])] > now && c.until[string(ipKey)] > now
 }
 
 // remember notes the keys whose count is zero.
@@ -86,26 +84,51 @@ func (c *cleanKeys) forget(keys []string) {
 	}
 }
 
-// failureKeys are the counters a failed authentication of this client id
-// from this request's address goes to: one per client id (hashed, so an
-// attacker's long ids cost nothing) and one per client address.
-func (s *Server) failureKeys(r *http.Request, clientID string) []string {
-	sum := sha256.Sum256([]byte(clientID))
-	return []string{"id:" + hex.EncodeToString(sum[:16]), "ip:" + s.cfg.ClientIP(r)}
+// failureKeys name the counters a failed authentication of a client id
+// from a request's address goes to: one per client id (hashed, so an
+// attacker's long ids cost nothing) and one per client address. They stay
+// bytes until the store has to be asked (list), so a well-behaved client's
+// request allocates nothing for them.
+type failureKeys struct {
+	id [len(idKeyPrefix) + 2*idKeyHashBytes]byte // idKeyPrefix + hex
+	ip string                                    // the address, without ipKeyPrefix
+}
+
+const (
+	idKeyPrefix    = "id:"
+	ipKeyPrefix    = "ip:"
+	idKeyHashBytes = 16 // of the client id's SHA-256
+)
+
+// failureKeys returns the keys of an authentication of clientID by r.
+func (s *Server) failureKeys(r *http.Request, clientID string) failureKeys {
+	var k failureKeys
+	var buf [128]byte // keeps the usual id off the heap
+	sum := sha256.Sum256(append(buf[:0], clientID...))
+	copy(k.id[:], idKeyPrefix)
+	hex.Encode(k.id[len(idKeyPrefix):], sum[:idKeyHashBytes])
+	k.ip = s.cfg.ClientIP(r)
+	return k
+}
+
+// list returns the keys as the store knows them.
+func (k *failureKeys) list() []string {
+	return []string{string(k.id[:]), ipKeyPrefix + k.ip}
 }
 
 // throttled answers 429 when the client id or address has used up its
 // failure budget. It is asked before any secret is compared. A store that
 // cannot answer does not block authentication: the budget is a defence,
 // not a dependency.
-func (s *Server) throttled(ctx context.Context, keys []string) *Error {
+func (s *Server) throttled(ctx context.Context, fk *failureKeys) *Error {
 	if s.cfg.AuthFailureLimit < 0 {
 		return nil
 	}
 	now := time.Now().UnixNano()
-	if now < s.limiterPausedUntil.Load() || s.clean.allClean(keys, now) {
+	if now < s.limiterPausedUntil.Load() || s.clean.allClean(fk, now) {
 		return nil
 	}
+	keys := fk.list()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
 	defer cancel()
 	counts, err := s.cfg.Store.AuthFailures(ctx, keys)
@@ -133,10 +156,11 @@ func (s *Server) throttled(ctx context.Context, keys []string) *Error {
 }
 
 // recordFailure counts a failed authentication.
-func (s *Server) recordFailure(ctx context.Context, keys []string) {
+func (s *Server) recordFailure(ctx context.Context, fk *failureKeys) {
 	if s.cfg.AuthFailureLimit < 0 {
 		return
 	}
+	keys := fk.list()
 	s.clean.forget(keys)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
 	defer cancel()

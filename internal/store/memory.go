@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -191,8 +192,8 @@ func (m *Memory) CreateFamily(_ context.Context, f NewFamily) error {
 	idx[familyIndexMember(created, f.FamilyID)] = struct{}{}
 	m.tokens[memTokenKey{f.FamilyID, f.Digest}] = &memToken{
 		client:  f.ClientID,
-		subject: f.Subject,
-		scope:   f.Scope,
+		subject: strings.Clone(f.Subject),
+		scope:   strings.Clone(f.Scope),
 		exp:     exp,
 	}
 	return nil
@@ -253,10 +254,13 @@ func (m *Memory) Rotate(_ context.Context, r RotateRequest) (RotateResult, error
 	}
 	exp := millis(r.ExpiresAt)
 	t.rotated = true
+	// Strings from a request may be substrings of its whole body: keep
+	// copies, not the bodies.
+	scope = strings.Clone(scope)
 	t.next, t.nextScope, t.nextExp = r.NewDigest, scope, exp
 	t.rotatedAt = now
 	t.sealed = bytes.Clone(r.Sealed)
-	m.tokens[memTokenKey{r.FamilyID, r.NewDigest}] = &memToken{
+	m.tokens[memTokenKey{strings.Clone(r.FamilyID), r.NewDigest}] = &memToken{
 		client:  t.client,
 		subject: t.subject,
 		scope:   scope,
@@ -314,7 +318,7 @@ func (m *Memory) RevokeAccessToken(_ context.Context, jti string, exp time.Time)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if e := millis(exp); e > millis(m.clock()) {
-		m.jtis[jti] = e
+		m.jtis[strings.Clone(jti)] = e
 	}
 	return nil
 }

@@ -187,15 +187,21 @@ func appendClaims(b []byte, c *AccessClaims) []byte {
 const hexDigits = "0123456789abcdef"
 
 // appendJSONString appends s as a JSON string exactly as encoding/json does
-// with HTML escaping off: '"', '\\' and control characters are escaped,
-// invalid UTF-8 becomes \ufffd, and U+2028/U+2029 are escaped.
-func appendJSONString(b []byte, s string) []byte {
+// with HTML escaping off (the claims and header of a token).
+func appendJSONString(b []byte, s string) []byte { return AppendJSONString(b, s, false) }
+
+// AppendJSONString appends s as a JSON string exactly as encoding/json
+// encodes it: '"', '\\' and control characters are escaped, invalid UTF-8
+// becomes \ufffd, and U+2028/U+2029 are escaped; with escapeHTML (what
+// json.Marshal does) '<', '>' and '&' also become \u003c, \u003e and
+// \u0026, as with json.Encoder.SetEscapeHTML.
+func AppendJSONString(b []byte, s string, escapeHTML bool) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
+			if c >= 0x20 && c != '"' && c != '\\' && (!escapeHTML || c != '<' && c != '>' && c != '&') {
 				i++
 				continue
 			}
@@ -213,7 +219,7 @@ func appendJSONString(b []byte, s string) []byte {
 				b = append(b, '\\', 'r')
 			case '\t':
 				b = append(b, '\\', 't')
-			default:
+			default: // other control characters, and <, > and & with escapeHTML
 				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
 			}
 			i++

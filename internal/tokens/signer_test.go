@@ -220,7 +220,19 @@ func TestAppendJSONStringMatchesEncodingJSON(t *testing.T) {
 		if got, want := string(appendJSONString(nil, s)), stdJSON(t, s); got != want {
 			t.Errorf("appendJSONString(%q) = %s, want %s", s, got, want)
 		}
+		if got, want := string(AppendJSONString([]byte("x"), s, true)), "x"+marshalJSON(t, s); got != want {
+			t.Errorf("AppendJSONString(%q, true) = %s, want %s", s, got, want)
+		}
 	}
+}
+
+// marshalJSON encodes s with json.Marshal (HTML escaping on).
+func marshalJSON(t testing.TB, s string) string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // stdJSON encodes s with encoding/json, HTML escaping off.
@@ -570,6 +582,9 @@ func FuzzAppendJSONString(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		if got, want := string(appendJSONString(nil, s)), stdJSON(t, s); got != want {
 			t.Fatalf("appendJSONString(%q) = %s, want %s", s, got, want)
+		}
+		if got, want := string(AppendJSONString(nil, s, true)), marshalJSON(t, s); got != want {
+			t.Fatalf("AppendJSONString(%q, true) = %s, want %s", s, got, want)
 		}
 	})
 }

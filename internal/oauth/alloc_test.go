@@ -1,0 +1,63 @@
+//go:build !race
+
+package oauth
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
+)
+
+// rewindBody is a request body that can be reused without allocating.
+type rewindBody struct{ bytes.Reader }
+
+func (*rewindBody) Close() error { return nil }
+
+// maxRequestAllocs bounds what one client_credentials request allocates in
+// the module itself, signing with HS256 (whose standard library code
+// allocates nothing). It is 5 today: the body, the header values, the
+// token, its jti and the joined default scope.
+const maxRequestAllocs = 8
+
+func TestClientCredentialsAllocations(t *testing.T) {
+	key, _, err := tokens.GenerateKey("HS256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := tokens.NewSigner([]*tokens.Key{key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, nil, func(c *Config) { c.Signer = signer })
+	for name, set := range map[string]func(*http.Request) []byte{
+		"form body": func(r *http.Request) []byte {
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			return []byte("grant_type=client_credentials&client_id=" + noRefreshID + "&client_secret=" + noRefreshSec)
+		},
+		"Basic and scope": func(r *http.Request) []byte {
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=UTF-8")
+			r.Header.Set("Authorization", basic(noRefreshID, noRefreshSec))
+			return []byte("grant_type=client_credentials&scope=email+profile")
+		},
+	} {
+		req := httptest.NewRequest(http.MethodPost, DefaultTokenPath, nil)
+		body := set(req)
+		rb := &rewindBody{}
+		req.Body, req.ContentLength = rb, int64(len(body))
+		w := &discardWriter{h: http.Header{}}
+		allocs := testing.AllocsPerRun(200, func() {
+			rb.Reset(body)
+			clear(w.h)
+			if !f.srv.Handle(w, req) || w.code != http.StatusOK {
+				t.Fatalf("%s: status %d", name, w.code)
+			}
+		})
+		if allocs > maxRequestAllocs {
+			t.Errorf("%s: %.0f allocations per request, want at most %d", name, allocs, maxRequestAllocs)
+		}
+		t.Logf("%s: %.0f allocations", name, allocs)
+	}
+}
