@@ -95,7 +95,7 @@ func TestGenerator(t *testing.T) {
 		got := make([]string, len(bodies))
 		res, err := g.run(context.Background(), &stream{url: srv.URL, header: hdr, bodies: bodies, onOK: func(i int, b []byte) {
 			got[i] = jsonString(b, "refresh_token")
-		}}, 10*time.Millisecond, 10*time.Second)
+		}}, 0, 10*time.Second) // no warm-up: 300 bodies may not outlast one
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -241,5 +241,33 @@ func TestEvaluate(t *testing.T) {
 	met, total := r.met()
 	if total != 8 || met != 5 { // of 4 targets, 3 p99 checks and memory: es256, rs256, 2 p99, memory
 		t.Errorf("met %d of %d", met, total)
+	}
+}
+
+// TestParseCoreBench reads go test -bench output into the core rows, and
+// says which row is missing.
+func TestParseCoreBench(t *testing.T) {
+	out := `goos: linux
+BenchmarkTokenByAlgorithm/ES256-2         	    2000	     35372 ns/op	    6922 B/op	      66 allocs/op
+BenchmarkTokenByAlgorithm/EdDSA-2         	    2000	     26493 ns/op	     856 B/op	       7 allocs/op
+BenchmarkTokenByAlgorithm/HS256-2         	    2000	      3283 ns/op	     824 B/op	       7 allocs/op
+BenchmarkTokenByAlgorithm/RS256-2         	    2000	    976959 ns/op	    1626 B/op	       9 allocs/op
+BenchmarkStdlibES256Sign-2                	    2000	     30910 ns/op	    6064 B/op	      59 allocs/op
+PASS`
+	cb := &coreBench{Rows: map[string]coreRow{}}
+	parseCoreBench(cb, out)
+	if cb.Error != "" {
+		t.Fatal(cb.Error)
+	}
+	if got := cb.Rows["ES256"]; got != (coreRow{NsPerOp: 35372, AllocsPerOp: 66, BytesPerOp: 6922}) {
+		t.Errorf("ES256 = %+v", got)
+	}
+	if got := cb.Rows[coreSignRow].AllocsPerOp; got != 59 {
+		t.Errorf("stdlib signature allocs = %d", got)
+	}
+	cb = &coreBench{Rows: map[string]coreRow{}}
+	parseCoreBench(cb, strings.Replace(out, "BenchmarkTokenByAlgorithm/HS256", "BenchmarkOther", 1))
+	if !strings.Contains(cb.Error, "HS256") {
+		t.Errorf("missing HS256: error %q", cb.Error)
 	}
 }

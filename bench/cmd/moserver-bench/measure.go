@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -88,55 +89,81 @@ func measureRSA(keyPath string, d time.Duration) (*rsaBound, error) {
 	}, nil
 }
 
-// coreBench is the result of the core-path go test benchmark.
+// coreBench is the result of the core-path go test benchmarks: one
+// client_credentials request through the module per signing algorithm,
+// and the standard library's ES256 signature alone.
 type coreBench struct {
-	Benchmark   string  `json:"benchmark"`
+	Command string `json:"command"`
+	// Rows are keyed by algorithm (ES256, EdDSA, HS256, RS256) and
+	// coreSignRow.
+	Rows  map[string]coreRow `json:"rows"`
+	Error string             `json:"error,omitempty"`
+}
+
+// coreRow is one go test benchmark line.
+type coreRow struct {
 	NsPerOp     float64 `json:"ns_per_op"`
 	AllocsPerOp int     `json:"allocs_per_op"`
 	BytesPerOp  int     `json:"bytes_per_op"`
-	Error       string  `json:"error,omitempty"`
 }
 
-// coreBenchName is the core-path benchmark of a whole client_credentials
-// request (internal/oauth/bench_test.go).
-const coreBenchName = "BenchmarkClientCredentials"
+// The benchmarks of internal/oauth/bench_test.go that runCoreBench runs.
+const (
+	coreRequestBench = "BenchmarkTokenByAlgorithm"
+	coreSignBench    = "BenchmarkStdlibES256Sign"
+	coreSignRow      = "stdlib ES256 signature"
+)
+
+// coreAlgs are the algorithms of coreRequestBench, in report order.
+var coreAlgs = []string{"ES256", "EdDSA", "HS256", "RS256"}
 
 var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op(?:\s+([\d.]+) B/op)?(?:\s+(\d+) allocs/op)?`)
 
-// runCoreBench runs `go test -bench` of the core client_credentials path in
-// repo and parses ns/op, B/op and allocs/op. It runs before any server
-// starts, so it has the machine to itself (apart from other users).
+// runCoreBench runs the core-path benchmarks in repo and parses ns/op, B/op
+// and allocs/op. It runs before any server starts, so it has the machine
+// to itself (apart from other users).
 func runCoreBench(ctx context.Context, repo string) *coreBench {
-	cb := &coreBench{Benchmark: coreBenchName}
+	args := []string{"test", "-run", "^$", "-bench", "^(" + coreRequestBench + "|" + coreSignBench + ")$",
+		"-benchmem", "-benchtime", "2000x", "-count", "1", "./internal/oauth/"}
+	cb := &coreBench{Command: "go " + strings.Join(args, " "), Rows: map[string]coreRow{}}
 	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "^"+coreBenchName+"$",
-		"-benchmem", "-benchtime", "1s", "-count", "1", "./internal/oauth/")
+	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = repo
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		cb.Error = fmt.Sprintf("go test -bench: %v: %s", err, lastLines(string(out), 8))
 		return cb
 	}
-	for _, line := range strings.Split(string(out), "\n") {
+	parseCoreBench(cb, string(out))
+	return cb
+}
+
+// parseCoreBench fills cb.Rows from go test output, or cb.Error when a row
+// is missing.
+func parseCoreBench(cb *coreBench, out string) {
+	for _, line := range strings.Split(out, "\n") {
 		m := benchLine.FindStringSubmatch(strings.TrimSpace(line))
-		if m == nil || m[1] != coreBenchName {
+		if m == nil || m[4] == "" {
 			continue
 		}
-		cb.NsPerOp, _ = strconv.ParseFloat(m[2], 64)
-		if m[3] != "" {
-			b, _ := strconv.ParseFloat(m[3], 64)
-			cb.BytesPerOp = int(b)
+		key := strings.TrimPrefix(m[1], coreRequestBench+"/")
+		if m[1] == coreSignBench {
+			key = coreSignRow
 		}
-		if m[4] == "" {
-			cb.Error = "no allocs/op in the benchmark output"
-			return cb
-		}
-		cb.AllocsPerOp, _ = strconv.Atoi(m[4])
-		return cb
+		var row coreRow
+		row.NsPerOp, _ = strconv.ParseFloat(m[2], 64)
+		b, _ := strconv.ParseFloat(m[3], 64)
+		row.BytesPerOp = int(b)
+		row.AllocsPerOp, _ = strconv.Atoi(m[4])
+		cb.Rows[key] = row
 	}
-	cb.Error = "no " + coreBenchName + " line in: " + lastLines(string(out), 8)
-	return cb
+	for _, k := range append(slices.Clone(coreAlgs), coreSignRow) {
+		if _, ok := cb.Rows[k]; !ok {
+			cb.Error = fmt.Sprintf("no %s allocs/op line in: %s", k, lastLines(out, 8))
+			return
+		}
+	}
 }
 
 // lastLines returns the last n lines of s on one line, separated by " | ".

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -67,15 +68,18 @@ func run(ctx context.Context, cfg config) (err error) {
 	fmt.Printf("concurrency %d, warm-up %s + %s per row, %d Redis families\n", cfg.concurrency, cfg.warmup, cfg.duration, cfg.families)
 
 	if cfg.coreBench {
-		logf("core benchmark: go test -run '^$' -bench '^%s$' -benchmem ./internal/oauth/", coreBenchName)
 		rep.Core = runCoreBench(ctx, cfg.repo)
+		logf("core benchmark: %s", rep.Core.Command)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if rep.Core.Error != "" {
 			logf("core benchmark failed: %s", rep.Core.Error)
 		} else {
-			logf("core benchmark: %.1f µs/op, %d B/op, %d allocs/op", rep.Core.NsPerOp/1e3, rep.Core.BytesPerOp, rep.Core.AllocsPerOp)
+			for _, k := range append(slices.Clone(coreAlgs), coreSignRow) {
+				row := rep.Core.Rows[k]
+				logf("core benchmark %s: %.1f µs/op, %d B/op, %d allocs/op", k, row.NsPerOp/1e3, row.BytesPerOp, row.AllocsPerOp)
+			}
 		}
 	}
 
