@@ -31,7 +31,8 @@
 // (1000000), BENCH_TOKENS (refresh tokens to pre-issue; default estimated
 // from the measured rates), BENCH_CORE=0 (skip the go test benchmark),
 // BENCH_KEEP=1 (keep the temporary directory with the Caddyfile, keys and
-// logs).
+// logs), BENCH_PROFILE=<dir> (a CPU profile of Caddy over each row's
+// measured window, <dir>/<row>.pprof, for `go tool pprof`).
 package main
 
 import (
@@ -60,6 +61,7 @@ type config struct {
 	tokens      int // 0: estimate
 	coreBench   bool
 	keep        bool
+	profileDir  string // BENCH_PROFILE: where CPU profiles of Caddy go; "" for none
 }
 
 // loadConfig reads the flags and the BENCH_* environment variables.
@@ -96,6 +98,15 @@ func loadConfig(args []string) (config, error) {
 	}
 	cfg.coreBench = os.Getenv("BENCH_CORE") != "0"
 	cfg.keep = os.Getenv("BENCH_KEEP") == "1"
+	if dir := os.Getenv("BENCH_PROFILE"); dir != "" {
+		if dir, err = filepath.Abs(dir); err != nil {
+			return cfg, fmt.Errorf("BENCH_PROFILE: %w", err)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return cfg, fmt.Errorf("BENCH_PROFILE: %w", err)
+		}
+		cfg.profileDir = dir
+	}
 	switch {
 	case cfg.duration <= 0 || cfg.warmup < 0:
 		return cfg, errors.New("BENCH_DURATION must be > 0 and BENCH_WARMUP ≥ 0")

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"os"
@@ -42,6 +43,9 @@ type bench struct {
 	sites map[string]site
 	// ceilingPort is the port of the static ceiling site.
 	ceilingPort int
+	// adminPort is Caddy's admin endpoint (profiles come from its
+	// /debug/pprof).
+	adminPort int
 }
 
 // run performs the whole benchmark; see the package comment.
@@ -191,7 +195,7 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 		return err
 	}
 	adminPort, ceilingPort := ports[0], ports[1]
-	b.ceilingPort = ceilingPort
+	b.ceilingPort, b.adminPort = ceilingPort, adminPort
 	b.sites = map[string]site{}
 	var sites []site
 	var esKey *tokens.Key
@@ -272,7 +276,9 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 func (b *bench) measure(ctx context.Context, key, name, label string, extra bool, s *stream, warm, dur time.Duration) (*Row, *loadResult, error) {
 	row := &Row{Key: key, Name: name, Label: label, Extra: extra}
 	b.rep.Rows = append(b.rep.Rows, row)
+	profiled := b.profile(ctx, key, warm, dur)
 	res, err := b.gen.run(ctx, s, warm, dur)
+	profiled()
 	if ctx.Err() != nil {
 		return row, nil, ctx.Err()
 	}
@@ -320,6 +326,59 @@ func (b *bench) measure(ctx context.Context, key, name, label string, extra bool
 	logf("%-44s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  errors %d  Caddy %4.0f µs/req  Redis %3.0f µs/req  gen %3.0f µs/req  others %2.0f%% CPU%s%s",
 		name, row.RPS, row.P50Ms, row.P99Ms, row.Errors, row.CaddyCPUUs, row.RedisCPUUs, row.GenCPUUs, row.OtherCPUPct, exh, errs)
 	return row, res, nil
+}
+
+// profile, with BENCH_PROFILE set, fetches a CPU profile of Caddy over the
+// row's measured window (from its admin endpoint's /debug/pprof) into
+// <BENCH_PROFILE>/<key>.pprof, for `go tool pprof`; the returned function
+// waits for it. Without BENCH_PROFILE it does nothing.
+func (b *bench) profile(ctx context.Context, key string, warm, dur time.Duration) (wait func()) {
+	if b.cfg.profileDir == "" || dur < 2*time.Second {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-time.After(warm):
+		case <-ctx.Done():
+			return
+		}
+		secs := int((dur - time.Second) / time.Second)
+		url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", b.adminPort, secs)
+		path := filepath.Join(b.cfg.profileDir, key+".pprof")
+		if err := download(ctx, url, path); err != nil {
+			logf("profile of %s: %v", key, err)
+			return
+		}
+		logf("profile of %s (Caddy, %d s): %s", key, secs, path)
+	}()
+	return func() { <-done }
+}
+
+// download writes the body of a GET of url to path.
+func download(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // rows runs every row in order.
@@ -473,9 +532,11 @@ func (b *bench) rows(ctx context.Context) error {
 		}
 		logf("a written family's refresh token is accepted by the endpoint (rotated)")
 		// And the client's family index is the store's own: ListFamilies
-		// reads a page of it.
-		page, err := store.NewRedis(b.redis.Client, es.prefix).ListFamilies(ctx, rtClient, store.FamilyQuery{Limit: 10})
-		if err != nil || len(page.Families) == 0 || page.Next == "" {
+		// reads a page of it (revoked ones too: the revocation row revoked
+		// the oldest families).
+		page, err := store.NewRedis(b.redis.Client, es.prefix).ListFamilies(ctx, rtClient,
+			store.FamilyQuery{Limit: 10, IncludeRevoked: true})
+		if err != nil || len(page.Families) != 10 || page.Next == "" {
 			return fmt.Errorf("the written families cannot be listed through the store: %d listed, %v", len(page.Families), err)
 		}
 		logf("the written families are listed by the store's ListFamilies")
