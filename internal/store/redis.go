@@ -299,10 +299,11 @@ redis.call('HSET', KEYS[2], 'state', 'rotated', 'next', ARGV[8], 'rotated_at', A
 redis.call('HSET', KEYS[3], 'client', t[1], 'subject', t[2] or '', 'scope', scope,
   'exp', ARGV[4], 'state', 'active')
 redis.call('PEXPIREAT', KEYS[3], ARGV[4])
-redis.call('HSET', KEYS[1], 'current', ARGV[8])
 if num(ARGV[5]) > num(fam[4]) then
-  redis.call('HSET', KEYS[1], 'exp', ARGV[5])
+  redis.call('HSET', KEYS[1], 'current', ARGV[8], 'exp', ARGV[5])
   redis.call('PEXPIREAT', KEYS[1], ARGV[5])
+else
+  redis.call('HSET', KEYS[1], 'current', ARGV[8])
 end
 return out('rotated', t[2], scope, ARGV[4])
 `)
