@@ -163,11 +163,7 @@ func targetRPS(r *Report, x *Row) float64 {
 			return rsaTarget * r.RSA.PerSecond
 		}
 	case "es256_1m", "es256rt_1m":
-		ref := "es256"
-		if x.Key == "es256rt_1m" {
-			ref = "es256rt"
-		}
-		if rr := r.row(ref); rr != nil {
+		if rr := r.fillReference(x.Key); rr != nil {
 			return sameTarget * rr.RPS
 		}
 	}

@@ -242,6 +242,15 @@ func TestEvaluate(t *testing.T) {
 	if total != 8 || met != 5 { // of 4 targets, 3 p99 checks and memory: es256, rs256, 2 p99, memory
 		t.Errorf("met %d of %d", met, total)
 	}
+	// With a row measured right before the fill, the 1M row is compared
+	// with that one instead.
+	m.Errors = 0
+	r.Rows = append(r.Rows, &Row{Key: "es256_pre", Label: "cc ES256 (pre-fill)", RPS: 4800, P99Ms: 15, Extra: true})
+	r.Checks = nil
+	r.evaluate()
+	if !m.Target.Met || m.Target.Value != 4400.0/4800 || !strings.Contains(m.Target.Target, "pre-fill") {
+		t.Errorf("1M row against the pre-fill row: %+v", m.Target)
+	}
 }
 
 // TestParseCoreBench reads go test -bench output into the core rows, and
