@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -330,8 +331,9 @@ func (b *bench) measure(ctx context.Context, key, name, label string, extra bool
 
 // profile, with BENCH_PROFILE set, fetches a CPU profile of Caddy over the
 // row's measured window (from its admin endpoint's /debug/pprof) into
-// <BENCH_PROFILE>/<key>.pprof, for `go tool pprof`; the returned function
-// waits for it. Without BENCH_PROFILE it does nothing.
+// <BENCH_PROFILE>/<key>.pprof, and writes the load generator's own to
+// <key>.generator.pprof, for `go tool pprof`; the returned function waits
+// for them. Without BENCH_PROFILE it does nothing.
 func (b *bench) profile(ctx context.Context, key string, warm, dur time.Duration) (wait func()) {
 	if b.cfg.profileDir == "" || dur < 2*time.Second {
 		return func() {}
@@ -345,6 +347,18 @@ func (b *bench) profile(ctx context.Context, key string, warm, dur time.Duration
 			return
 		}
 		secs := int((dur - time.Second) / time.Second)
+		// The generator's own profile over the same window.
+		genPath := filepath.Join(b.cfg.profileDir, key+".generator.pprof")
+		if f, err := os.Create(genPath); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer func() {
+					pprof.StopCPUProfile()
+					f.Close()
+				}()
+			} else {
+				f.Close()
+			}
+		}
 		url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", b.adminPort, secs)
 		path := filepath.Join(b.cfg.profileDir, key+".pprof")
 		if err := download(ctx, url, path); err != nil {
