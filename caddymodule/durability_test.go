@@ -167,7 +167,7 @@ func TestSentinelOptions(t *testing.T) {
 	if o.TLSConfig != nil {
 		t.Errorf("TLS without rediss")
 	}
-	if o.DialTimeout != 500*time.Millisecond || o.DialerRetries != 1 || o.MaxRetries != 1 ||
+	if o.DialTimeout != 500*time.Millisecond || o.DialerRetries != 1 || o.MaxRetries != -1 ||
 		o.ReadTimeout != 1500*time.Millisecond || o.WriteTimeout != time.Second {
 		t.Errorf("not the fail-fast settings: dial %v, dialer retries %d, retries %d, read %v, write %v",
 			o.DialTimeout, o.DialerRetries, o.MaxRetries, o.ReadTimeout, o.WriteTimeout)

@@ -80,10 +80,18 @@ func acquireStore(cfg *StorageConfig, prefix string, repl *caddy.Replacer, log *
 
 // Fail-fast client settings: when Redis is down, each request has its own
 // time budget and answers 503 rather than waiting on retries.
+//
+// Commands are never sent again (go-redis MaxRetries -1): a command whose
+// reply was lost to a timeout or a dropped connection may have run, and a
+// rotation script run twice spends the token it just rotated, which reads
+// as a replay and revokes the family. The request answers 503 instead; the
+// client's retry with the same token is a grace retry within
+// refresh_grace. Stale pooled connections (e.g. after a Redis restart) are
+// found by go-redis's health check when taken from the pool, before use.
 const (
 	redisDialTimeout   = 500 * time.Millisecond
 	redisDialerRetries = 1
-	redisMaxRetries    = 1
+	redisMaxRetries    = -1
 	redisIOTimeout     = time.Second // read and write timeouts
 )
 

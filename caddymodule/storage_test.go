@@ -93,21 +93,21 @@ func TestClusterOptions(t *testing.T) {
 	if o.Username != "app" || o.Password != "s3cret" || o.TLSConfig != nil {
 		t.Errorf("credentials %q/%q, TLS %v", o.Username, o.Password, o.TLSConfig)
 	}
-	if o.DialTimeout != 500*time.Millisecond || o.DialerRetries != 1 || o.MaxRetries != 1 ||
+	if o.DialTimeout != 500*time.Millisecond || o.DialerRetries != 1 || o.MaxRetries != -1 ||
 		o.ReadTimeout != time.Second || o.WriteTimeout != time.Second {
 		t.Errorf("not the fail-fast settings: dial %v, dialer retries %d, retries %d, read %v, write %v",
 			o.DialTimeout, o.DialerRetries, o.MaxRetries, o.ReadTimeout, o.WriteTimeout)
 	}
 
 	// Options the URL sets win; TLS with rediss.
-	o, err = clusterOptions("rediss://h1:7000?addr=h2:7001&dial_timeout=2s&max_retries=-1&read_timeout=3s")
+	o, err = clusterOptions("rediss://h1:7000?addr=h2:7001&dial_timeout=2s&max_retries=2&read_timeout=3s")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if o.TLSConfig == nil || o.TLSConfig.ServerName != "h1" {
 		t.Errorf("rediss: TLS config %v", o.TLSConfig)
 	}
-	if o.DialTimeout != 2*time.Second || o.MaxRetries != -1 || o.ReadTimeout != 3*time.Second ||
+	if o.DialTimeout != 2*time.Second || o.MaxRetries != 2 || o.ReadTimeout != 3*time.Second ||
 		o.WriteTimeout != time.Second || o.DialerRetries != 1 {
 		t.Errorf("URL options lost: dial %v, retries %d, read %v, write %v, dialer retries %d",
 			o.DialTimeout, o.MaxRetries, o.ReadTimeout, o.WriteTimeout, o.DialerRetries)
@@ -164,7 +164,7 @@ func TestRedisClusterStoreShared(t *testing.T) {
 		t.Fatal("the pooled store holds no cluster client")
 	}
 	o := client.Options()
-	if o.DialTimeout != 500*time.Millisecond || o.DialerRetries != 1 || o.MaxRetries != 1 ||
+	if o.DialTimeout != 500*time.Millisecond || o.DialerRetries != 1 || o.MaxRetries != -1 ||
 		o.ReadTimeout != time.Second || o.WriteTimeout != time.Second {
 		t.Errorf("not the fail-fast settings: %+v", o)
 	}
