@@ -405,25 +405,9 @@ func opsCheckFamilies(t *testing.T, s *site, secrets []string) {
 	secrets = append(secrets, rotated.str("refresh_token"), rotated.str("access_token"))
 	want := strings.Join(ids, ",")
 
-	for _, limit := range []int{1, 2, 5, 100} {
-		got, pages := admintest.ListFamilies(t, opsGetAdmin(t, s.AdminAddr), query, limit, secrets)
-		if opsFamilyIDs(got) != want {
-			t.Fatalf("limit %d: listed %s, want %s (oldest first, each once)", limit, opsFamilyIDs(got), want)
-		}
-		if least := (len(ids) + limit - 1) / limit; pages < least {
-			t.Errorf("limit %d: %d pages, want at least %d", limit, pages, least)
-		}
-		var prev time.Time
-		for _, f := range got {
-			created, err1 := time.Parse(time.RFC3339Nano, f.CreatedAt)
-			expires, err2 := time.Parse(time.RFC3339Nano, f.ExpiresAt)
-			if err1 != nil || err2 != nil || !created.After(prev) || !expires.After(created) ||
-				f.Subject != clientID || f.Scope == "" || f.Revoked {
-				t.Errorf("limit %d: family %+v", limit, f)
-			}
-			prev = created
-		}
-	}
+	admintest.CheckPages(t, opsGetAdmin(t, s.AdminAddr), query, ids, []int{1, 2, 5, 100}, secrets, func(f admintest.Family) bool {
+		return f.Subject == clientID && f.Scope != "" && !f.Revoked
+	})
 
 	// One family revoked through the admin API.
 	if r := opsAdmin(t, s.AdminAddr, "POST", "/moserver/revoke-family", `{"family_id":"`+ids[2]+`"}`); r.status != 200 {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Family is one family of a GET /moserver/families answer.
@@ -77,4 +78,32 @@ func IDs(fs []Family) []string {
 		ids[i] = f.FamilyID
 	}
 	return ids
+}
+
+// CheckPages lists query's families with pages of each of limits and fails
+// the test unless every listing is want, in that order, each page walk
+// takes at least the pages its limit needs, creation times never
+// decrease, both times are RFC 3339 with the expiry after the creation,
+// and ok accepts each family (ok may report its own error and return
+// false).
+func CheckPages(t testing.TB, get Get, query string, want []string, limits []int, secrets []string, ok func(Family) bool) {
+	t.Helper()
+	for _, limit := range limits {
+		got, pages := ListFamilies(t, get, query, limit, secrets)
+		if strings.Join(IDs(got), ",") != strings.Join(want, ",") {
+			t.Fatalf("limit %d: listed %v, want %v (oldest first, each once)", limit, IDs(got), want)
+		}
+		if least := (len(want) + limit - 1) / limit; pages < least {
+			t.Errorf("limit %d: %d pages, want at least %d", limit, pages, least)
+		}
+		var prev time.Time
+		for _, f := range got {
+			created, err1 := time.Parse(time.RFC3339Nano, f.CreatedAt)
+			expires, err2 := time.Parse(time.RFC3339Nano, f.ExpiresAt)
+			if err1 != nil || err2 != nil || created.Before(prev) || !expires.After(created) || !ok(f) {
+				t.Errorf("limit %d: family %+v", limit, f)
+			}
+			prev = created
+		}
+	}
 }
