@@ -37,19 +37,9 @@ func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) bool {
 	if !ok {
 		return true
 	}
-	if p.duplicate != "" {
-		writeError(w, errDuplicate(p.duplicate))
-		return true
-	}
-	client, e := s.authenticate(r.Context(), r, p)
+	client, token, e := s.authenticatedToken(w, r, p)
 	if e != nil {
 		writeError(w, e)
-		return true
-	}
-	allowCORS(w, r, client)
-	token := p.get("token")
-	if token == "" {
-		writeError(w, errInvalidRequest(descMissingToken))
 		return true
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)

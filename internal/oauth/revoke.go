@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-moserver/caddy-moserver/internal/clients"
 	"github.com/caddy-moserver/caddy-moserver/internal/store"
 	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
 )
@@ -22,27 +23,35 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
+// authenticatedToken is how revocation and introspection start: no
+// parameter sent twice, an authenticated client (CORS allowed for its
+// origins) and a non-empty token parameter, which it returns.
+func (s *Server) authenticatedToken(w http.ResponseWriter, r *http.Request, p params) (*clients.Client, string, *Error) {
+	if p.duplicate != "" {
+		return nil, "", errDuplicate(p.duplicate)
+	}
+	client, e := s.authenticate(r.Context(), r, p)
+	if e != nil {
+		return nil, "", e
+	}
+	allowCORS(w, r, client)
+	token := p.get("token")
+	if token == "" {
+		return client, "", errInvalidRequest(descMissingToken)
+	}
+	return client, token, nil
+}
+
 // revoke authenticates the client and revokes the token it names (RFC 7009):
 // a refresh token of ours revokes its family, an access token of ours is
 // denied until it expires. A token that is unknown, malformed or another
 // client's is answered 200 and changes nothing. A revocation the store could
 // not record is a 503, never a 200.
 func (s *Server) revoke(w http.ResponseWriter, r *http.Request, p params) {
-	if p.duplicate != "" {
-		writeError(w, errDuplicate(p.duplicate))
-		return
-	}
-	client, e := s.authenticate(r.Context(), r, p)
+	client, token, e := s.authenticatedToken(w, r, p)
 	if e != nil {
 		s.cfg.Events.Revocation(e.Code)
 		writeError(w, e)
-		return
-	}
-	allowCORS(w, r, client)
-	token := p.get("token")
-	if token == "" {
-		s.cfg.Events.Revocation("invalid_request")
-		writeError(w, errInvalidRequest(descMissingToken))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
