@@ -155,7 +155,7 @@ func targetRPS(r *Report, x *Row) float64 {
 		return 0
 	}
 	if t := ceilingTargets[x.Key]; t > 0 {
-		return t * r.Ceiling.RPS
+		return t * x.LocalCeilingRPS
 	}
 	switch x.Key {
 	case "rs256":
@@ -164,7 +164,7 @@ func targetRPS(r *Report, x *Row) float64 {
 		}
 	case "es256_1m", "es256rt_1m":
 		if rr := r.fillReference(x.Key); rr != nil {
-			return sameTarget * rr.RPS
+			return sameTarget * rr.VsCeiling * x.LocalCeilingRPS
 		}
 	}
 	return 0

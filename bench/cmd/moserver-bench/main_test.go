@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -248,8 +249,19 @@ func TestEvaluate(t *testing.T) {
 	r.Rows = append(r.Rows, &Row{Key: "es256_pre", Label: "cc ES256 (pre-fill)", RPS: 4800, P99Ms: 15, Extra: true})
 	r.Checks = nil
 	r.evaluate()
-	if !m.Target.Met || m.Target.Value != 4400.0/4800 || !strings.Contains(m.Target.Target, "pre-fill") {
+	if !m.Target.Met || math.Abs(m.Target.Value-4400.0/4800) > 1e-9 || !strings.Contains(m.Target.Target, "pre-fill") {
 		t.Errorf("1M row against the pre-fill row: %+v", m.Target)
+	}
+	// A row with ceiling probes around it is compared with their mean, and
+	// the 1M comparison uses each row's own ratio.
+	es.CeilingBeforeRPS, es.CeilingAfterRPS = 14000, 16000
+	m.CeilingBeforeRPS, m.CeilingAfterRPS = 8000, 8800
+	r.evaluate()
+	if es.LocalCeilingRPS != 15000 || math.Abs(es.VsCeiling-5000.0/15000) > 1e-9 || es.Target.Met { // 0.33 < 0.45
+		t.Errorf("es256 with probes: local %v, ratio %v, %+v", es.LocalCeilingRPS, es.VsCeiling, es.Target)
+	}
+	if want := (4400.0 / 8400) / (4800.0 / 11000); math.Abs(m.Target.Value-want) > 1e-9 || !m.Target.Met {
+		t.Errorf("1M row with probes: %+v, want value %v", m.Target, want)
 	}
 }
 

@@ -33,7 +33,34 @@ type rsaBound struct {
 	// when other load took the core away during the measurement.
 	PerSignUs float64 `json:"wall_microseconds_per_signature"`
 	PerSecond float64 `json:"bound_requests_per_second"`
+	// Measurements is how many ~1 s measurements were combined (before
+	// and after the RS256 row).
+	Measurements int `json:"measurements,omitempty"`
 }
+
+// mean combines two measurements of the bound (before and after the RS256
+// row) into one over all their signatures.
+func (a *rsaBound) mean(b *rsaBound) *rsaBound {
+	n := a.Signatures + b.Signatures
+	if n == 0 {
+		return a
+	}
+	w := func(x, y float64) float64 {
+		return (x*float64(a.Signatures) + y*float64(b.Signatures)) / float64(n)
+	}
+	m := &rsaBound{
+		Cores:        a.Cores,
+		Signatures:   n,
+		Measurements: a.measurements() + b.measurements(),
+		CPUPerSignUs: w(a.CPUPerSignUs, b.CPUPerSignUs),
+		PerSignUs:    w(a.PerSignUs, b.PerSignUs),
+	}
+	m.PerSecond = float64(m.Cores) / (m.CPUPerSignUs / 1e6)
+	return m
+}
+
+// measurements is how many measurements the bound combines (at least 1).
+func (a *rsaBound) measurements() int { return max(a.Measurements, 1) }
 
 // measureRSA signs with the RS256 site's own key (PEM at keyPath) in one
 // goroutine for about d: SHA-256 of a token-sized signing input, then
