@@ -33,6 +33,13 @@ type stream struct {
 	// onOK, if set, is called from the worker goroutines with the index and
 	// the body of every 2xx response (the body is only valid during the call).
 	onOK func(i int, body []byte)
+
+	// cursor counts the requests started over all runs of the stream, so
+	// that runs in slices (runAlternating) go on through bodies.
+	cursor atomic.Int64
+	// tr, when set, is the transport every run uses (its keep-alive
+	// connections outlive a run); otherwise each run has its own.
+	tr *http.Transport
 }
 
 // supply is how many requests the stream allows (0: unlimited).
@@ -79,6 +86,53 @@ type loadResult struct {
 	WarmErrors  int
 	CPU0, CPU1  cpuSnap // at the start and the end of the window
 	hasCPUSnaps bool
+	// lats are the sorted latencies of the window's 2xx responses.
+	lats []time.Duration
+}
+
+// add merges r, the result of a later window of the same stream, into res
+// as if the windows were one: counts and windows add up, percentiles are
+// over every latency, and the CPU snapshots span the sum of the windows'
+// CPU times (CPU0 zero, CPU1 the sums).
+func (res *loadResult) add(r *loadResult) {
+	res.OK += r.OK
+	res.Errors += r.Errors
+	res.Window += r.Window
+	res.Attempted += r.Attempted
+	res.Exhausted = res.Exhausted || r.Exhausted
+	res.WarmErrors += r.WarmErrors
+	if res.ErrorKinds == nil {
+		res.ErrorKinds = map[string]int{}
+	}
+	for k, n := range r.ErrorKinds {
+		res.ErrorKinds[k] += n
+	}
+	if r.hasCPUSnaps {
+		d := func(a, b time.Duration) time.Duration { return b - a }
+		res.CPU1.caddy += d(r.CPU0.caddy, r.CPU1.caddy)
+		res.CPU1.redis += d(r.CPU0.redis, r.CPU1.redis)
+		res.CPU1.self += d(r.CPU0.self, r.CPU1.self)
+		res.CPU1.machine += d(r.CPU0.machine, r.CPU1.machine)
+		res.CPU1.at = res.CPU1.at.Add(r.CPU1.at.Sub(r.CPU0.at))
+		res.hasCPUSnaps = true
+	}
+	res.lats = append(res.lats, r.lats...)
+	slices.Sort(res.lats)
+	res.summarize()
+}
+
+// summarize sets RPS and the percentiles from OK, Window and lats.
+func (res *loadResult) summarize() {
+	if res.Window > 0 {
+		res.RPS = float64(res.OK) / res.Window.Seconds()
+	}
+	res.P50 = percentile(res.lats, 0.50)
+	res.P90 = percentile(res.lats, 0.90)
+	res.P99 = percentile(res.lats, 0.99)
+	res.Max = 0
+	if len(res.lats) > 0 {
+		res.Max = res.lats[len(res.lats)-1]
+	}
 }
 
 // generator runs streams with a fixed number of keep-alive HTTP/1.1 workers
@@ -117,16 +171,19 @@ var errSupplyInWarmup = errors.New("the pre-issued supply ran out during the war
 // completed inside the window count; when the supply runs out the window ends
 // at that moment.
 func (g *generator) run(ctx context.Context, s *stream, warm, dur time.Duration) (*loadResult, error) {
-	tr := newTransport(g.concurrency)
-	defer tr.CloseIdleConnections()
+	tr := s.tr
+	if tr == nil {
+		tr = newTransport(g.concurrency)
+		defer tr.CloseIdleConnections()
+	}
 
 	supply := s.supply()
+	cursor0 := s.cursor.Load()
 	start := time.Now()
 	measureAt := warm
 	deadline := warm + dur
 
 	var (
-		next        atomic.Int64
 		exhaustedAt atomic.Int64 // since start, 0 if never
 		exhausted   = make(chan struct{})
 		exhaustOnce sync.Once
@@ -177,7 +234,7 @@ func (g *generator) run(ctx context.Context, s *stream, warm, dur time.Duration)
 			var buf bytes.Buffer
 			buf.Grow(4 << 10)
 			for ctx.Err() == nil && time.Since(start) < deadline {
-				i := int(next.Add(1) - 1)
+				i := int(s.cursor.Add(1) - 1)
 				if supply > 0 && i >= supply {
 					markExhausted()
 					break
@@ -238,9 +295,10 @@ func (g *generator) run(ctx context.Context, s *stream, warm, dur time.Duration)
 		res.Exhausted = true
 		windowEnd = at
 	}
-	res.Attempted = int(next.Load())
 	if supply > 0 {
-		res.Attempted = min(res.Attempted, supply)
+		res.Attempted = min(int(s.cursor.Load()), supply) - int(min(cursor0, int64(supply)))
+	} else {
+		res.Attempted = int(s.cursor.Load() - cursor0)
 	}
 	if windowEnd <= measureAt {
 		return res, errSupplyInWarmup
@@ -268,16 +326,58 @@ func (g *generator) run(ctx context.Context, s *stream, warm, dur time.Duration)
 			lats = append(lats, sm.lat)
 		}
 	}
-	res.RPS = float64(res.OK) / res.Window.Seconds()
 	slices.Sort(lats)
-	res.P50 = percentile(lats, 0.50)
-	res.P90 = percentile(lats, 0.90)
-	res.P99 = percentile(lats, 0.99)
-	if len(lats) > 0 {
-		res.Max = lats[len(lats)-1]
-	}
+	res.lats = lats
+	res.summarize()
 	return res, nil
 }
+
+// runAlternating measures row and ref (the ceiling) in alternating slices
+// of dur/slices each, row first, so that both see the same drift of the
+// machine's speed and their ratio does not depend on when the row ran.
+// The first slice of each is preceded by warm, the others by sliceWarm;
+// each stream keeps its keep-alive connections across its slices. It stops
+// early when row's supply runs out (after one more ref slice). The results
+// are each stream's slices merged (see loadResult.add).
+func (g *generator) runAlternating(ctx context.Context, row, ref *stream, warm, dur time.Duration, n int) (rowRes, refRes *loadResult, err error) {
+	for _, s := range []*stream{row, ref} {
+		s.tr = newTransport(g.concurrency)
+		defer func() {
+			s.tr.CloseIdleConnections()
+			s.tr = nil
+		}()
+	}
+	slice := dur / time.Duration(n)
+	rowRes, refRes = &loadResult{}, &loadResult{}
+	for i := range n {
+		w := sliceWarm
+		if i == 0 {
+			w = warm
+		}
+		r, err := g.run(ctx, row, w, slice)
+		if errors.Is(err, errSupplyInWarmup) && i > 0 {
+			rowRes.Exhausted = true
+			break
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		rowRes.add(r)
+		c, err := g.run(ctx, ref, w, slice)
+		if err != nil {
+			return nil, nil, fmt.Errorf("reference slice: %w", err)
+		}
+		refRes.add(c)
+		if r.Exhausted {
+			break
+		}
+	}
+	return rowRes, refRes, nil
+}
+
+// sliceWarm is the warm-up before every slice of runAlternating but the
+// first: the connections are open already; it only refills the pipeline.
+const sliceWarm = 250 * time.Millisecond
 
 // percentile returns the nearest-rank p-quantile of sorted (0 if empty).
 func percentile(sorted []time.Duration, p float64) time.Duration {

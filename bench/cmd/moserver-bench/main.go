@@ -18,9 +18,10 @@
 //   - measures the RSA-signing bound (cores ÷ the CPU time of one RSA-2048
 //     PKCS#1 v1.5 SHA-256 signature, with the RS256 site's key) and, with
 //     `go test -bench`, the allocations of the core client_credentials path;
-//   - follows every row with a short ceiling probe, so that each row's ratio
-//     uses the ceiling measured just before and just after it (the speed of
-//     shared cores drifts within minutes);
+//   - measures every row in 10 slices alternating with 10 slices of the
+//     ceiling, and takes its ratio to that ceiling (the speed of shared
+//     cores swings within seconds; a row and its ceiling measured in
+//     alternation see the same swings);
 //   - records the CPU time per request of Caddy, Redis and the generator, and
 //     how much of the machine other processes used, in every window;
 //   - prints the table with each row's ratio to the ceiling of the same run

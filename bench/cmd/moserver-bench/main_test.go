@@ -116,6 +116,41 @@ func TestGenerator(t *testing.T) {
 		}
 	})
 
+	t.Run("alternating", func(t *testing.T) {
+		seen.reset()
+		bodies := make([][]byte, 5000)
+		for i := range bodies {
+			bodies[i] = fmt.Appendf(nil, "a%d", i)
+		}
+		row := &stream{url: srv.URL, header: hdr, bodies: bodies}
+		refBodies := make([][]byte, 100000) // distinct, so that the log tells them apart
+		for i := range refBodies {
+			refBodies[i] = fmt.Appendf(nil, "ref%d", i)
+		}
+		ref := &stream{url: srv.URL, header: hdr, bodies: refBodies}
+		res, refRes, err := g.runAlternating(context.Background(), row, ref, 0, 400*time.Millisecond, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Each body at most once across the slices, the reference sent in
+		// between, and the merged windows add up.
+		if seen.dups() != 0 {
+			t.Fatalf("%d bodies sent twice across slices", seen.dups())
+		}
+		if res.OK == 0 || refRes.OK == 0 || res.Errors != 0 || refRes.Errors != 0 {
+			t.Fatalf("row %+v, reference %+v", res, refRes)
+		}
+		if !res.Exhausted && (res.Window != 400*time.Millisecond || refRes.Window != 400*time.Millisecond) {
+			t.Errorf("windows %v and %v, want 4 × 100ms each", res.Window, refRes.Window)
+		}
+		if res.Attempted > len(bodies) || res.OK > res.Attempted || len(res.lats) != res.OK || res.P99 < res.P50 {
+			t.Errorf("merged row result %+v", res)
+		}
+		if row.tr != nil || ref.tr != nil {
+			t.Error("the streams keep their transports after the run")
+		}
+	})
+
 	t.Run("warm-up eats the supply", func(t *testing.T) {
 		_, err := g.run(context.Background(), &stream{url: srv.URL, header: hdr, body: []byte("ok"), limit: 5}, time.Second, time.Second)
 		if err != errSupplyInWarmup {
@@ -252,10 +287,10 @@ func TestEvaluate(t *testing.T) {
 	if !m.Target.Met || math.Abs(m.Target.Value-4400.0/4800) > 1e-9 || !strings.Contains(m.Target.Target, "pre-fill") {
 		t.Errorf("1M row against the pre-fill row: %+v", m.Target)
 	}
-	// A row with ceiling probes around it is compared with their mean, and
+	// A row measured alongside the ceiling is compared with that one, and
 	// the 1M comparison uses each row's own ratio.
-	es.CeilingBeforeRPS, es.CeilingAfterRPS = 14000, 16000
-	m.CeilingBeforeRPS, m.CeilingAfterRPS = 8000, 8800
+	es.CeilingAlongsideRPS = 15000
+	m.CeilingAlongsideRPS = 8400
 	r.evaluate()
 	if es.LocalCeilingRPS != 15000 || math.Abs(es.VsCeiling-5000.0/15000) > 1e-9 || es.Target.Met { // 0.33 < 0.45
 		t.Errorf("es256 with probes: local %v, ratio %v, %+v", es.LocalCeilingRPS, es.VsCeiling, es.Target)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -42,14 +43,14 @@ type Row struct {
 	RedisCPUUs  float64 `json:"redis_cpu_us_per_request"`
 	GenCPUUs    float64 `json:"generator_cpu_us_per_request"`
 
-	// CeilingBeforeRPS and CeilingAfterRPS are the ceiling measured just
-	// before and just after the row (the probes around it, see
-	// bench.probeCeiling); LocalCeilingRPS is their mean, the ceiling the
-	// row's ratio uses (the run's mean ceiling when there are none).
-	CeilingBeforeRPS float64 `json:"ceiling_before_rps,omitempty"`
-	CeilingAfterRPS  float64 `json:"ceiling_after_rps,omitempty"`
-	LocalCeilingRPS  float64 `json:"local_ceiling_rps,omitempty"`
-	VsCeiling        float64 `json:"ratio_to_ceiling"`
+	// CeilingAlongsideRPS and CeilingAlongsideP99Ms are the ceiling
+	// measured in alternation with the row (generator.runAlternating).
+	// LocalCeilingRPS is the ceiling the row's ratio uses: that one, or the
+	// run's mean ceiling for a row measured alone.
+	CeilingAlongsideRPS   float64 `json:"ceiling_alongside_rps,omitempty"`
+	CeilingAlongsideP99Ms float64 `json:"ceiling_alongside_p99_ms,omitempty"`
+	LocalCeilingRPS       float64 `json:"local_ceiling_rps,omitempty"`
+	VsCeiling             float64 `json:"ratio_to_ceiling"`
 	// VsCeilingCPU is the ceiling's CPU time per request (Caddy + Redis +
 	// generator) over the row's: the ratio the two would have on the same
 	// cores if nothing else ran there. It is derived, less sensitive to
@@ -164,8 +165,8 @@ func (r *Report) evaluate() {
 	}
 	for _, x := range r.Rows {
 		x.LocalCeilingRPS = r.Ceiling.RPS
-		if x.CeilingBeforeRPS > 0 && x.CeilingAfterRPS > 0 {
-			x.LocalCeilingRPS = (x.CeilingBeforeRPS + x.CeilingAfterRPS) / 2
+		if x.CeilingAlongsideRPS > 0 {
+			x.LocalCeilingRPS = x.CeilingAlongsideRPS
 		}
 		if x.LocalCeilingRPS > 0 {
 			x.VsCeiling = x.RPS / x.LocalCeilingRPS
@@ -222,8 +223,8 @@ func (r *Report) evaluate() {
 			x.Target.Name, x.Target.Extra = x.Name, x.Extra
 			r.Checks = append(r.Checks, x.Target)
 		}
-		if x.Key != "rs256" && r.Ceiling.P99Ms > 0 {
-			limit := p99Factor * r.Ceiling.P99Ms
+		if ceilP99 := cmp.Or(x.CeilingAlongsideP99Ms, r.Ceiling.P99Ms); x.Key != "rs256" && ceilP99 > 0 {
+			limit := p99Factor * ceilP99
 			x.P99 = &Check{
 				Name:     x.Name + ": p99",
 				Target:   fmt.Sprintf("p99 ≤ %.2f ms (2 × ceiling)", limit),
@@ -301,7 +302,7 @@ func fmtRatio(v float64) string {
 // tableRows renders the table body as cells (shared by the console and the
 // markdown outputs).
 func (r *Report) tableRows() (head []string, rows [][]string) {
-	head = []string{"row", "req/s", "p50 ms", "p99 ms", "errors", "× ceiling", "ceiling around it", "target", "measured", "met",
+	head = []string{"row", "req/s", "p50 ms", "p99 ms", "errors", "× ceiling", "ceiling alongside req/s", "target", "measured", "met",
 		"p99 ≤ 2× ceiling", "Caddy CPU µs/req", "Redis CPU µs/req", "generator CPU µs/req", "× ceiling by CPU cost", "others' CPU %"}
 	for _, x := range r.Rows {
 		name := x.Name
@@ -332,8 +333,8 @@ func (r *Report) tableRows() (head []string, rows [][]string) {
 			vs = fmtRatio(x.RPS / r.Ceiling.RPS)
 		}
 		around := "—"
-		if x.CeilingBeforeRPS > 0 && x.CeilingAfterRPS > 0 {
-			around = fmt.Sprintf("%.0f / %.0f", x.CeilingBeforeRPS, x.CeilingAfterRPS)
+		if x.CeilingAlongsideRPS > 0 {
+			around = fmt.Sprintf("%.0f", x.CeilingAlongsideRPS)
 		}
 		cpuRatio := fmtRatio(x.VsCeilingCPU)
 		if strings.HasPrefix(x.Key, "ceiling") && r.Ceiling.CPUUs > 0 && x.cpuUs() > 0 {
@@ -404,9 +405,10 @@ func (r *Report) markdown(chartFile string) string {
 		fmt.Fprintf(&b, "| %s |\n", strings.Join(cells, " | "))
 	}
 	b.WriteString("\n")
-	b.WriteString("Ratios are to the ceiling measured around each row in the same run: the mean of the ceiling just before it " +
-		"and of a ceiling probe (1 s warm-up + 4 s) just after it (*ceiling around it*), because the speed of these shared " +
-		"cores drifts by 10–20% within minutes; the 1M rows compare their own ratio with the pre-fill row's. " +
+	b.WriteString("Each row is measured in 10 slices alternating with 10 slices of the ceiling (same Caddy, same generator; " +
+		"2 s warm-up before the first slice, 0.25 s before the others, keep-alive connections kept), and its ratio is to " +
+		"that ceiling (*ceiling alongside*): the speed of these shared cores swings by 10–20% within seconds, and a row and " +
+		"its ceiling measured in alternation see the same swings. The 1M rows compare their own ratio with the pre-fill row's. " +
 		"CPU columns: CPU time per request of each process during the window (from /proc and getrusage); " +
 		"*others' CPU %* is the share of both cores used by every other process on the machine during the window (the noise). " +
 		"*× ceiling by CPU cost* is the ceiling's total CPU per request over the row's: what the ratio would be on cores " +

@@ -48,30 +48,16 @@ type bench struct {
 	// /debug/pprof).
 	adminPort int
 	// ceiling is the ceiling's request stream, set once the first ceiling
-	// row ran: from then on every other row is followed by a ceiling probe.
+	// row ran: from then on every other row alternates with it.
 	ceiling *stream
-	// lastCeilingRPS is the latest ceiling measured (row or probe).
-	lastCeilingRPS float64
 }
 
-// Ceiling probes: a short ceiling window after every row, so that each
-// row's ratio uses the ceiling measured just before and just after it. On
-// a shared virtual machine the speed of the cores drifts by 10–20% within
-// minutes, more than the margins of the targets.
-const (
-	probeWarmup   = time.Second
-	probeDuration = 4 * time.Second
-)
-
-// probeCeiling measures the ceiling for probeDuration and returns its rate
-// (0 if it failed).
-func (b *bench) probeCeiling(ctx context.Context) float64 {
-	res, err := b.gen.run(ctx, b.ceiling, probeWarmup, probeDuration)
-	if err != nil || res == nil || res.Errors > 0 {
-		return 0
-	}
-	return res.RPS
-}
+// alternations is how many slices each row is measured in, alternating
+// with as many slices of the ceiling (generator.runAlternating): the speed
+// of the cores of a shared virtual machine swings by 10–20% within
+// seconds, more than the margins of the targets, and a row and its
+// ceiling measured in alternation see the same swings.
+const alternations = 10
 
 // run performs the whole benchmark; see the package comment.
 func run(ctx context.Context, cfg config) (err error) {
@@ -302,7 +288,13 @@ func (b *bench) measure(ctx context.Context, key, name, label string, extra bool
 	row := &Row{Key: key, Name: name, Label: label, Extra: extra}
 	b.rep.Rows = append(b.rep.Rows, row)
 	profiled := b.profile(ctx, key, warm, dur)
-	res, err := b.gen.run(ctx, s, warm, dur)
+	var res, ceil *loadResult
+	var err error
+	if b.ceiling != nil && !strings.HasPrefix(key, "ceiling") {
+		res, ceil, err = b.gen.runAlternating(ctx, s, b.ceiling, warm, dur, alternations)
+	} else {
+		res, err = b.gen.run(ctx, s, warm, dur)
+	}
 	profiled()
 	if ctx.Err() != nil {
 		return row, nil, ctx.Err()
@@ -340,12 +332,8 @@ func (b *bench) measure(ctx context.Context, key, name, label string, extra bool
 	if res.OK == 0 {
 		row.Failed = "no successful response"
 	}
-	if strings.HasPrefix(key, "ceiling") {
-		b.lastCeilingRPS = row.RPS
-	} else if b.ceiling != nil && row.Failed == "" {
-		row.CeilingBeforeRPS = b.lastCeilingRPS
-		row.CeilingAfterRPS = b.probeCeiling(ctx)
-		b.lastCeilingRPS = row.CeilingAfterRPS
+	if ceil != nil && ceil.Errors == 0 {
+		row.CeilingAlongsideRPS, row.CeilingAlongsideP99Ms = ceil.RPS, ms(ceil.P99)
 	}
 	errs := ""
 	if len(row.ErrorKinds) > 0 {
@@ -356,8 +344,8 @@ func (b *bench) measure(ctx context.Context, key, name, label string, extra bool
 		exh = fmt.Sprintf(" (supply ran out: %.1f s window)", row.WindowS)
 	}
 	local := ""
-	if row.CeilingBeforeRPS > 0 && row.CeilingAfterRPS > 0 {
-		local = fmt.Sprintf("  ceiling around it %.0f/%.0f req/s", row.CeilingBeforeRPS, row.CeilingAfterRPS)
+	if row.CeilingAlongsideRPS > 0 {
+		local = fmt.Sprintf("  ceiling alongside %.0f req/s (%.2f×)", row.CeilingAlongsideRPS, row.RPS/row.CeilingAlongsideRPS)
 	}
 	logf("%-44s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  errors %d  Caddy %4.0f µs/req  Redis %3.0f µs/req  gen %3.0f µs/req  others %2.0f%% CPU%s%s%s",
 		name, row.RPS, row.P50Ms, row.P99Ms, row.Errors, row.CaddyCPUUs, row.RedisCPUUs, row.GenCPUUs, row.OtherCPUPct, exh, errs, local)
@@ -441,11 +429,11 @@ func (b *bench) rows(ctx context.Context) error {
 
 	cc := func(s site) *stream { return &stream{url: s.tokenURL(), header: ccHeader, body: ccBody} }
 	// The ceiling gets the very same request as the client_credentials rows.
-	ceiling := &stream{url: ceilingURL, header: ccHeader, body: ccBody}
-	if _, _, err := b.measure(ctx, "ceiling", "ceiling: static respond (start)", "ceiling", false, ceiling, warm, dur); err != nil {
+	if _, _, err := b.measure(ctx, "ceiling", "ceiling: static respond (start)", "ceiling", false,
+		&stream{url: ceilingURL, header: ccHeader, body: ccBody}, warm, dur); err != nil {
 		return err
 	}
-	b.ceiling = ceiling
+	b.ceiling = &stream{url: ceilingURL, header: ccHeader, body: ccBody}
 	for _, r := range []struct{ key, alg string }{{"es256", "ES256"}, {"eddsa", "EdDSA"}, {"hs256", "HS256"}} {
 		if _, _, err := b.measure(ctx, r.key, "client_credentials "+r.alg, "cc "+r.alg, false, cc(b.sites[r.alg]), warm, dur); err != nil {
 			return err
@@ -514,7 +502,8 @@ func (b *bench) rows(ctx context.Context) error {
 		if c := b.ceilingRPS(); c > 0 {
 			revoke = math.Min(revoke, c)
 		}
-		need = int(math.Ceil((warm + dur).Seconds() * math.Max(rate*1.25, revoke*1.1)))
+		spent := warm + dur + sliceWarm*(alternations-1) // a row's slices and their warm-ups
+		need = int(math.Ceil(spent.Seconds() * math.Max(rate*1.25, revoke*1.1)))
 	}
 	if len(issued) < need {
 		logf("pre-issuing %d more refresh tokens through the endpoint (not timed)", need-len(issued))
