@@ -66,6 +66,7 @@ type config struct {
 	coreBench   bool
 	keep        bool
 	profileDir  string // BENCH_PROFILE: where CPU profiles of Caddy go; "" for none
+	render      string // -render: a results.json to render again instead of running
 }
 
 // loadConfig reads the flags and the BENCH_* environment variables.
@@ -81,6 +82,7 @@ func loadConfig(args []string) (config, error) {
 	fs.StringVar(&cfg.caddyBin, "caddy", "./caddy", "the Caddy binary built with the moserver module")
 	fs.StringVar(&cfg.outDir, "out", "bench", "directory for results.{md,json,svg,png}")
 	fs.StringVar(&cfg.repo, "repo", ".", "repository root (for the go test benchmark)")
+	fs.StringVar(&cfg.render, "render", "", "re-render the results of an earlier run (its results.json) into -out, measuring nothing")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -132,6 +134,13 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "moserver-bench:", err)
 		os.Exit(2)
+	}
+	if cfg.render != "" {
+		if err := render(cfg.render, cfg.outDir); err != nil {
+			fmt.Fprintln(os.Stderr, "moserver-bench:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err = run(ctx, cfg)

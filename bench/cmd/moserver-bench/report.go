@@ -387,9 +387,9 @@ func (r *Report) markdown(chartFile string) string {
 	fmt.Fprintf(&b, "# End-to-end benchmark (issue 5)\n\n")
 	fmt.Fprintf(&b, "`%s` on %s, %s (%d cores), %s, Caddy %s.  \n", r.Command, r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.CPU, r.Cores, r.GoVersion, r.CaddyVersion)
 	fmt.Fprintf(&b, "Load before: `%s` (other processes used %.0f%% of the cores in the second before the run)  \nLoad after: `%s`\n\n", r.UptimeStart, r.OtherCPUPctStart, r.UptimeEnd)
-	fmt.Fprintf(&b, "%s; concurrency %d; %.0f s warm-up + %.0f s measured per row; loopback only.\n\n",
+	fmt.Fprintf(&b, "%s; concurrency %d; %.0f s warm-up + %.0f s measured per row (in 10 slices alternating with the ceiling's, see below); loopback only.\n\n",
 		r.Settings.Generator, r.Settings.Concurrency, r.Settings.WarmupS, r.Settings.DurationS)
-	fmt.Fprintf(&b, "**Targets of issue 5 met: %d of %d.** Ceiling (mean of the ceiling rows at the start and the end; each ratio uses the ceiling around its row): %.0f req/s, p99 %.2f ms.\n\n",
+	fmt.Fprintf(&b, "**Targets of issue 5 met: %d of %d.** Ceiling (mean of the ceiling rows at the start and the end; each ratio uses the ceiling measured alongside its row): %.0f req/s, p99 %.2f ms.\n\n",
 		met, total, r.Ceiling.RPS, r.Ceiling.P99Ms)
 	head, rows := r.tableRows()
 	fmt.Fprintf(&b, "| %s |\n|", strings.Join(head, " | "))
