@@ -268,8 +268,7 @@ local function subset(req, granted)
 end
 local fam = redis.call('HMGET', KEYS[1], 'client', 'revoked', 'current', 'exp', 'created')
 if not fam[1] then return {'not_found'} end
-local t = redis.call('HMGET', KEYS[2], 'client', 'subject', 'scope', 'exp', 'state',
-  'next', 'rotated_at', 'sealed', 'next_scope', 'next_exp')
+local t = redis.call('HMGET', KEYS[2], 'client', 'subject', 'scope', 'exp', 'state')
 if not t[1] then return {'not_found'} end
 if t[1] ~= ARGV[1] then return {'wrong_client'} end
 local function out(o, sub, sc, exp, sealed)
@@ -282,6 +281,8 @@ local now = num(ARGV[3])
 if num(t[4]) <= now then return out('expired') end
 local widened = ARGV[2] ~= '' and not subset(ARGV[2], t[3] or '')
 if t[5] == 'rotated' then
+  local r = redis.call('HMGET', KEYS[2], 'next', 'rotated_at', 'sealed', 'next_scope', 'next_exp')
+  t[6], t[7], t[8], t[9], t[10] = r[1], r[2], r[3], r[4], r[5]
   local grace = num(ARGV[6])
   if grace > 0 and now - num(t[7]) <= grace and fam[3] == t[6] and num(t[10]) > now then
     if widened then return out('scope_widened') end
