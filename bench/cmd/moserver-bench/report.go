@@ -413,8 +413,9 @@ func (r *Report) markdown(chartFile string) string {
 		"*others' CPU %* is the share of both cores used by every other process on the machine during the window (the noise). " +
 		"*× ceiling by CPU cost* is the ceiling's total CPU per request over the row's: what the ratio would be on cores " +
 		"shared by nothing else; it is derived, for reading a run on a busy machine, and the targets use the measured × ceiling. " +
-		"Rows marked (extra) are not issue 5's: client_credentials issuing a refresh token (a Redis write per request), " +
-		"empty and with the 1M families, as a stricter reading of row 5.\n\n")
+		"Rows marked (extra) are not issue 5's: the calibration (the ceiling measured alternating with itself: how far a " +
+		"ratio can be off by the method alone), client_credentials issuing a refresh token (a Redis write per request), " +
+		"empty and with the 1M families, as a stricter reading of row 5, and the pre-fill rows row 5 is compared with.\n\n")
 	if chartFile != "" {
 		fmt.Fprintf(&b, "![requests per second per row, ceiling marked](%s)\n\n", chartFile)
 	}
