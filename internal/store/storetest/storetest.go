@@ -1343,4 +1343,31 @@ func testListFamiliesExpiry(t *testing.T, h *harness) {
 	if got := familyIDs(h.listAll("c1", 2, true)); !slices.Equal(got, []string{first.id, last.id}) {
 		t.Fatalf("listed %v, want %v", got, []string{first.id, last.id})
 	}
+
+	// A family whose current token expired is still listed (its record
+	// lives on), without a subject or scope.
+	tokenExp := time.Now().Add(200 * time.Millisecond).Truncate(time.Millisecond)
+	lapsed := family{id: random(), digest: digest(), client: "c2"}
+	err = h.s.CreateFamily(ctx, store.NewFamily{
+		FamilyID: lapsed.id, Digest: lapsed.digest, ClientID: "c2", Subject: "alice", Scope: "read",
+		IssuedAt: h.now, ExpiresAt: tokenExp, FamilyExpiresAt: h.now.Add(familyLife),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := h.listAll("c2", 10, false); len(got) != 1 || got[0].Subject != "alice" || got[0].Scope != "read" {
+		t.Fatalf("before the token's expiry: %+v", got)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		got := h.listAll("c2", 10, false)
+		if len(got) != 1 || got[0].FamilyID != lapsed.id {
+			t.Fatalf("after the token's expiry: %+v, want the family still listed", got)
+		}
+		if got[0].Subject == "" && got[0].Scope == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5s after its token's expiry the family is listed as %+v", got[0])
+		}
+	}
 }
