@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -22,7 +20,6 @@ import (
 
 	"github.com/caddy-moserver/caddy-moserver/internal/store"
 	"github.com/caddy-moserver/caddy-moserver/internal/testutil/redistest"
-	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
 )
 
 const sentinelURL = "redis://app:s3cret@10.0.0.1:26379,10.0.0.2:26380?master_name=mymaster"
@@ -280,34 +277,11 @@ func TestStorePoolKeyAck(t *testing.T) {
 // client that gets refresh tokens and refresh_grace 1m.
 func durabilityHandler(t *testing.T, storage *StorageConfig) *Handler {
 	t.Helper()
-	_, pemBytes, err := tokens.GenerateKey("ES256")
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(t.TempDir(), "key.pem")
-	if err := os.WriteFile(keyFile, pemBytes, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h := &Handler{
-		Issuer:       "https://example.com/wp-json/moserver",
-		Storage:      storage,
-		KeyPrefix:    redistest.Prefix(t),
-		SigningKeys:  []SigningKeyConfig{{File: keyFile}},
-		RefreshGrace: caddy.Duration(time.Minute),
-		Clients:      []ClientConfig{{ID: "app", Secret: "app-secret", RefreshTokens: true}},
-	}
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	t.Cleanup(cancel)
-	if err := h.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Provision(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := h.Cleanup(); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
+	h, _ := opsProvisionHandler(t, "https://example.com/wp-json/moserver", func(h *Handler) {
+		h.Storage = storage
+		h.KeyPrefix = redistest.Prefix(t)
+		h.RefreshGrace = caddy.Duration(time.Minute)
+		h.Clients = []ClientConfig{{ID: "app", Secret: "app-secret", RefreshTokens: true}}
 	})
 	return h
 }
