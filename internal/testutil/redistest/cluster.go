@@ -45,15 +45,15 @@ func StartCluster(t testing.TB) (addrs []string) {
 	dir := t.TempDir()
 	start := time.Now()
 	deadline := start.Add(clusterTimeout)
-	nodes := make([]*clusterNode, 0, clusterNodes)
+	nodes := make([]*node, 0, clusterNodes)
 	t.Cleanup(func() {
 		for _, n := range nodes {
-			n.stop()
+			n.kill()
 		}
 	})
 	for len(nodes) < clusterNodes {
 		var err error
-		var n *clusterNode
+		var n *node
 		for range 3 { // a free port can be taken before redis binds it
 			if n, err = startClusterNode(dir, deadline); err == nil {
 				break
@@ -75,29 +75,9 @@ func StartCluster(t testing.TB) (addrs []string) {
 	return addrs
 }
 
-// clusterNode is one redis-server process of a cluster.
-type clusterNode struct {
-	addr    string
-	logPath string
-	proc    *os.Process
-	exited  chan struct{} // closed when proc has exited
-}
-
-// stop kills the node and waits for it to exit.
-func (n *clusterNode) stop() {
-	_ = n.proc.Kill()
-	<-n.exited
-}
-
-// log returns what the node has logged so far, for error messages.
-func (n *clusterNode) log() string {
-	b, _ := os.ReadFile(n.logPath)
-	return string(b)
-}
-
 // startClusterNode starts a cluster-enabled redis-server on a free loopback
 // port (with a free bus port) and waits until it answers PING.
-func startClusterNode(dir string, deadline time.Time) (*clusterNode, error) {
+func startClusterNode(dir string, deadline time.Time) (*node, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -110,7 +90,7 @@ func startClusterNode(dir string, deadline time.Time) (*clusterNode, error) {
 		return nil, errors.New("the same free port was returned twice")
 	}
 	p := strconv.Itoa(port)
-	n := &clusterNode{
+	n := &node{
 		addr:    net.JoinHostPort("127.0.0.1", p),
 		logPath: filepath.Join(dir, "redis-"+p+".log"),
 		exited:  make(chan struct{}),
@@ -149,7 +129,7 @@ func startClusterNode(dir string, deadline time.Time) (*clusterNode, error) {
 		default:
 		}
 		if time.Now().After(deadline) {
-			n.stop()
+			n.kill()
 			return nil, fmt.Errorf("redis-server on %s did not answer PING in time: %v; output: %s", n.addr, err, n.log())
 		}
 		time.Sleep(20 * time.Millisecond)

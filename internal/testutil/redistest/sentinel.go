@@ -59,7 +59,7 @@ type Sentinel struct {
 	sentinel []*node
 }
 
-// node is one redis-server process.
+// node is one redis-server process (of a Sentinel setup or a cluster).
 type node struct {
 	addr    string
 	logPath string
