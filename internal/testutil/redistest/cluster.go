@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -90,50 +89,22 @@ func startClusterNode(dir string, deadline time.Time) (*node, error) {
 		return nil, errors.New("the same free port was returned twice")
 	}
 	p := strconv.Itoa(port)
-	n := &node{
-		addr:    net.JoinHostPort("127.0.0.1", p),
-		logPath: filepath.Join(dir, "redis-"+p+".log"),
-		exited:  make(chan struct{}),
-	}
-	log, err := os.Create(n.logPath)
-	if err != nil {
-		return nil, fmt.Errorf("create redis-server log: %w", err)
-	}
-	defer log.Close()
-	cmd := exec.Command("redis-server",
+	n, err := startNode(net.JoinHostPort("127.0.0.1", p), filepath.Join(dir, "redis-"+p+".log"), []string{
 		"--cluster-enabled", "yes",
 		"--cluster-config-file", filepath.Join(dir, "nodes-"+p+".conf"),
 		"--cluster-port", strconv.Itoa(busPort),
 		"--port", p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", dir, "--daemonize", "no", "--loglevel", "warning")
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = procAttr()
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start redis-server: %w", err)
+		"--dir", dir, "--daemonize", "no", "--loglevel", "warning"})
+	if err != nil {
+		return nil, err
 	}
-	n.proc = cmd.Process
-	go func() { _ = cmd.Wait(); close(n.exited) }()
-
 	c := redis.NewClient(&redis.Options{Addr: n.addr, MaxRetries: -1, DialTimeout: time.Second})
 	defer c.Close()
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return n, nil
-		}
-		select {
-		case <-n.exited:
-			return nil, fmt.Errorf("redis-server on %s exited early: %s", n.addr, n.log())
-		default:
-		}
-		if time.Now().After(deadline) {
-			n.kill()
-			return nil, fmt.Errorf("redis-server on %s did not answer PING in time: %v; output: %s", n.addr, err, n.log())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := waitPing(n, deadline, func(ctx context.Context) error { return c.Ping(ctx).Err() }); err != nil {
+		n.kill()
+		return nil, err
 	}
+	return n, nil
 }
 
 // createCluster runs `redis-cli --cluster create` on the nodes, which
