@@ -1,8 +1,8 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-moserver/caddy-moserver/internal/loadtest"
 	"github.com/caddy-moserver/caddy-moserver/internal/testutil/admintest"
 	"github.com/caddy-moserver/caddy-moserver/internal/testutil/caddyproc"
 	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
@@ -47,44 +48,12 @@ func opsCLIField(t *testing.T, out, name string) string {
 	return m[1]
 }
 
-// scrape reads Caddy's admin /metrics and returns every sample, keyed by
-// `name{label="value",...}` with labels sorted.
+// opsScrape reads Caddy's admin /metrics and returns every sample (see
+// loadtest.ParseMetrics for the keys).
 func opsScrape(t *testing.T, adminAddr string) map[string]float64 {
 	t.Helper()
-	res, err := http.Get("http://" + adminAddr + "/metrics")
+	samples, err := loadtest.ScrapeMetrics(context.Background(), "http://"+adminAddr+"/metrics")
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	if res.StatusCode != 200 {
-		t.Fatalf("GET /metrics: %d", res.StatusCode)
-	}
-	samples := map[string]float64{}
-	sc := bufio.NewScanner(res.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	line := regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$`)
-	label := regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"`)
-	for sc.Scan() {
-		m := line.FindStringSubmatch(sc.Text())
-		if m == nil || strings.HasPrefix(sc.Text(), "#") {
-			continue
-		}
-		var labels []string
-		for _, l := range label.FindAllStringSubmatch(m[2], -1) {
-			labels = append(labels, l[1]+`="`+l[2]+`"`)
-		}
-		sort.Strings(labels)
-		v, err := strconv.ParseFloat(m[3], 64)
-		if err != nil {
-			continue
-		}
-		key := m[1]
-		if len(labels) > 0 {
-			key += "{" + strings.Join(labels, ",") + "}"
-		}
-		samples[key] = v
-	}
-	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
 	return samples

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
-	"regexp"
 	"runtime"
 	"slices"
 	"sort"
@@ -24,6 +22,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/caddy-moserver/caddy-moserver/internal/loadtest"
 	"github.com/caddy-moserver/caddy-moserver/internal/testutil/caddyproc"
 	"github.com/caddy-moserver/caddy-moserver/internal/testutil/redistest"
 )
@@ -544,40 +543,11 @@ func (lc *loadClient) do(path string, form url.Values) result {
 // moserverCounters scrapes Caddy's admin /metrics for the module's request
 // counters, keyed like loadClient.count's tally.
 func moserverCounters(adminAddr string) (map[string]int64, error) {
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
-	res, err := c.Get("http://" + adminAddr + "/metrics")
+	samples, err := loadtest.ScrapeMetrics(context.Background(), "http://"+adminAddr+"/metrics")
 	if err != nil {
 		return nil, err
 	}
-	defer res.Body.Close()
-	if res.StatusCode != 200 {
-		return nil, fmt.Errorf("GET /metrics: HTTP %d", res.StatusCode)
-	}
-	out := map[string]int64{}
-	sample := regexp.MustCompile(`^(moserver_token_requests_total|moserver_revocations_total)\{(.*)\} (\S+)$`)
-	label := regexp.MustCompile(`(grant|outcome)="([^"]*)"`)
-	sc := bufio.NewScanner(res.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		m := sample.FindStringSubmatch(sc.Text())
-		if m == nil {
-			continue
-		}
-		v, err := strconv.ParseFloat(m[3], 64)
-		if err != nil {
-			return nil, fmt.Errorf("metrics line %q: %w", sc.Text(), err)
-		}
-		labels := map[string]string{}
-		for _, l := range label.FindAllStringSubmatch(m[2], -1) {
-			labels[l[1]] = l[2]
-		}
-		key := fmt.Sprintf(`%s{outcome=%q}`, m[1], labels["outcome"])
-		if m[1] == "moserver_token_requests_total" {
-			key = fmt.Sprintf(`%s{grant=%q,outcome=%q}`, m[1], labels["grant"], labels["outcome"])
-		}
-		out[key] += int64(v)
-	}
-	return out, sc.Err()
+	return loadtest.ModuleCounters(samples), nil
 }
 
 // redisClients returns the ids of the Redis connections other than the

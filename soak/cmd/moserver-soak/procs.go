@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -214,34 +213,11 @@ func loadAvg() string {
 // moserverCounters scrapes Caddy's admin /metrics for the module's request
 // counters (process-wide), keyed like metricKey.
 func moserverCounters(ctx context.Context, admin string) (map[string]int64, error) {
-	hc := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}, Timeout: 10 * time.Second}
-	body, err := getBody(ctx, hc, "http://"+admin+"/metrics")
+	samples, err := loadtest.ScrapeMetrics(ctx, "http://"+admin+"/metrics")
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]int64{}
-	sample := regexp.MustCompile(`^(moserver_token_requests_total|moserver_revocations_total)\{(.*)\} (\S+)$`)
-	label := regexp.MustCompile(`(grant|outcome)="([^"]*)"`)
-	for _, line := range strings.Split(string(body), "\n") {
-		m := sample.FindStringSubmatch(line)
-		if m == nil {
-			continue
-		}
-		v, err := strconv.ParseFloat(m[3], 64)
-		if err != nil {
-			return nil, fmt.Errorf("metrics line %q: %w", line, err)
-		}
-		labels := map[string]string{}
-		for _, l := range label.FindAllStringSubmatch(m[2], -1) {
-			labels[l[1]] = l[2]
-		}
-		key := fmt.Sprintf(`%s{outcome=%q}`, m[1], labels["outcome"])
-		if m[1] == "moserver_token_requests_total" {
-			key = fmt.Sprintf(`%s{grant=%q,outcome=%q}`, m[1], labels["grant"], labels["outcome"])
-		}
-		out[key] += int64(v)
-	}
-	return out, nil
+	return loadtest.ModuleCounters(samples), nil
 }
 
 // cpuSnap is the CPU time used so far by Caddy, Redis, the soak itself and
