@@ -315,10 +315,6 @@ func (a *AdminAPI) handleFamilies(w http.ResponseWriter, r *http.Request) error 
 	}
 	ctx, cancel := b.storeContext(r.Context())
 	defer cancel()
-	before, err := b.shared.store.ClientRevokedBefore(ctx, clientID)
-	if err != nil {
-		return adminStoreError("reading the client's revocation time", err)
-	}
 	page, err := b.shared.store.ListFamilies(ctx, clientID, q)
 	if errors.Is(err, store.ErrBadCursor) {
 		return adminError(http.StatusBadRequest, "after %q is not a cursor a previous page answered as next", q.After)
@@ -329,19 +325,11 @@ func (a *AdminAPI) handleFamilies(w http.ResponseWriter, r *http.Request) error 
 	resp := familiesResponse{
 		Issuer:        b.shared.issuer,
 		ClientID:      clientID,
-		RevokedBefore: adminTime(before),
+		RevokedBefore: adminTime(page.ClientRevokedBefore),
 		Families:      make([]familyJSON, 0, len(page.Families)),
 		Next:          page.Next,
 	}
 	for _, f := range page.Families {
-		// Rotate refuses a family created before the client's
-		// revoked-before time, but the store need not have marked it.
-		if !before.IsZero() && f.CreatedAt.Before(before) {
-			f.Revoked = true
-		}
-		if f.Revoked && !q.IncludeRevoked {
-			continue
-		}
 		resp.Families = append(resp.Families, familyJSON{
 			FamilyID:  f.FamilyID,
 			Subject:   f.Subject,

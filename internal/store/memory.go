@@ -431,7 +431,8 @@ func (m *Memory) ListFamilies(_ context.Context, clientID string, q FamilyQuery)
 		}
 	}
 	slices.Sort(members)
-	var page FamilyPage
+	before := m.clientBefore(clientID)
+	page := FamilyPage{ClientRevokedBefore: fromMillis(before)}
 	if len(members) > q.Limit {
 		members = members[:q.Limit]
 		page.Next = members[len(members)-1]
@@ -440,14 +441,18 @@ func (m *Memory) ListFamilies(_ context.Context, clientID string, q FamilyQuery)
 	for _, member := range members {
 		_, id, _ := parseFamilyIndexMember(member)
 		f := m.family(id) // drops an expired family and its index entry
-		if f == nil || (f.revoked && !q.IncludeRevoked) {
+		if f == nil {
+			continue
+		}
+		revoked := f.revoked || f.created < before
+		if revoked && !q.IncludeRevoked {
 			continue
 		}
 		sum := FamilySummary{
 			FamilyID:  id,
 			CreatedAt: fromMillis(f.created),
 			ExpiresAt: time.UnixMilli(f.exp),
-			Revoked:   f.revoked,
+			Revoked:   revoked,
 		}
 		if t := m.token(id, f.current); t != nil {
 			sum.Subject, sum.Scope = t.subject, t.scope

@@ -736,7 +736,8 @@ func (s *Redis) RefreshInfo(ctx context.Context, familyID, digest string) (Refre
 }
 
 // ListFamilies returns one page of the client's families: one ZRANGE BYLEX
-// on the client's index, then one pipeline reading the page's family
+// on the client's index pipelined with the GET of its revoked-before time
+// (both in the client's slot), then one pipeline reading the page's family
 // records and one reading their current tokens (and dropping index entries
 // whose family expired); see Store.
 func (s *Redis) ListFamilies(ctx context.Context, clientID string, q FamilyQuery) (FamilyPage, error) {
@@ -748,13 +749,27 @@ func (s *Redis) ListFamilies(ctx context.Context, clientID string, q FamilyQuery
 	if q.After != "" {
 		start = "(" + q.After
 	}
-	members, err := s.c.ZRangeArgs(ctx, redis.ZRangeArgs{
+	pipe := s.c.Pipeline()
+	rangeCmd := pipe.ZRangeArgs(ctx, redis.ZRangeArgs{
 		Key: index, Start: start, Stop: "+", ByLex: true, Count: int64(q.Limit) + 1,
-	}).Result()
+	})
+	beforeCmd := pipe.Get(ctx, s.clientKey(clientID))
+	cmds, err := pipe.Exec(ctx)
+	if err == nil || errors.Is(err, redis.Nil) {
+		err = firstErr(cmds)
+	}
 	if err != nil {
 		return FamilyPage{}, unavailable("list families", err)
 	}
-	page := FamilyPage{Families: make([]FamilySummary, 0, min(len(members), q.Limit))}
+	before, err := parseMillis("list families", beforeCmd.Val())
+	if err != nil {
+		return FamilyPage{}, err
+	}
+	members := rangeCmd.Val()
+	page := FamilyPage{
+		Families:            make([]FamilySummary, 0, min(len(members), q.Limit)),
+		ClientRevokedBefore: fromMillis(before),
+	}
 	if len(members) > q.Limit {
 		members = members[:q.Limit]
 		page.Next = members[len(members)-1]
@@ -763,7 +778,7 @@ func (s *Redis) ListFamilies(ctx context.Context, clientID string, q FamilyQuery
 		return page, nil
 	}
 	ids := make([]string, len(members))
-	pipe := s.c.Pipeline()
+	pipe = s.c.Pipeline()
 	fams := make([]*redis.SliceCmd, len(members))
 	for i, m := range members {
 		_, id, ok := parseFamilyIndexMember(m)
@@ -798,14 +813,15 @@ func (s *Redis) ListFamilies(ctx context.Context, clientID string, q FamilyQuery
 		if err != nil {
 			return FamilyPage{}, err
 		}
-		if revoked == "1" && !q.IncludeRevoked {
+		isRevoked := revoked == "1" || createdMs < before
+		if isRevoked && !q.IncludeRevoked {
 			continue
 		}
 		page.Families = append(page.Families, FamilySummary{
 			FamilyID:  ids[i],
 			CreatedAt: fromMillis(createdMs),
 			ExpiresAt: time.UnixMilli(expMs),
-			Revoked:   revoked == "1",
+			Revoked:   isRevoked,
 		})
 		toks[len(page.Families)-1] = pipe.HMGet(ctx, s.tokenKey(ids[i], current), "subject", "scope")
 	}

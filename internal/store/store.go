@@ -181,7 +181,8 @@ type Store interface {
 	// expired. On Redis it is one round trip.
 	RefreshInfo(ctx context.Context, familyID, digest string) (RefreshInfo, bool, error)
 	// ListFamilies returns one page of the client's live families (not
-	// expired; revoked ones only with FamilyQuery.IncludeRevoked), oldest
+	// expired; revoked ones, including those created before the client's
+	// revoked-before time, only with FamilyQuery.IncludeRevoked), oldest
 	// first, without any token or digest. Families are indexed per client
 	// when created, so the page costs what its size does, not what the
 	// store holds; an index entry whose family expired is dropped when a
@@ -253,6 +254,9 @@ type FamilyPage struct {
 	// Next is the FamilyQuery.After of the following page; "" when this
 	// page reached the end of the index.
 	Next string
+	// ClientRevokedBefore is the client's revoked-before time (see
+	// RevokeClient), read with the page; zero when none is kept.
+	ClientRevokedBefore time.Time
 }
 
 // FamilySummary describes one refresh family without any token or digest.
@@ -264,5 +268,7 @@ type FamilySummary struct {
 	Scope     string
 	CreatedAt time.Time // NewFamily.IssuedAt
 	ExpiresAt time.Time // when the family record expires
-	Revoked   bool
+	// Revoked: the family was revoked, or was created before the client's
+	// revoked-before time (Rotate refuses it).
+	Revoked bool
 }

@@ -1285,6 +1285,30 @@ func testListFamilies(t *testing.T, h *harness) {
 			t.Fatalf("with revoked: family %d Revoked = %v", i, f.Revoked)
 		}
 	}
+
+	// The client's revoked-before time revokes the families created before
+	// it (the first pair), as Rotate refuses them, and comes with the page.
+	before := base.Add(time.Second)
+	h.revokeClient("c1", before, time.Hour)
+	page, err := h.s.ListFamilies(context.Background(), "c1", store.FamilyQuery{Limit: store.MaxFamilyPage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !page.ClientRevokedBefore.Equal(before) {
+		t.Fatalf("ClientRevokedBefore = %v, want %v", page.ClientRevokedBefore, before)
+	}
+	if ids := familyIDs(page.Families); !slices.Equal(ids, wantIDs[2:]) {
+		t.Fatalf("after RevokeClient: listed %v, want %v", ids, wantIDs[2:])
+	}
+	all = h.listAll("c1", 3, true)
+	for i, f := range all {
+		if f.Revoked != (i < 2) {
+			t.Fatalf("after RevokeClient, with revoked: family %d Revoked = %v", i, f.Revoked)
+		}
+	}
+	if page := h.listAll("c2", 10, true); len(page) != 1 || page[0].Revoked {
+		t.Fatalf("another client's family after RevokeClient: %+v", page)
+	}
 }
 
 // testListFamiliesInvalid: bad limits and cursors are refused.
