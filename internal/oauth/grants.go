@@ -94,14 +94,10 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) bool {
 // grant authenticates the client and runs the grant; on success it has
 // written the response.
 func (s *Server) grant(w http.ResponseWriter, r *http.Request, grant string, p params) (*clients.Client, *Error) {
-	if p.duplicate != "" {
-		return nil, errDuplicate(p.duplicate)
-	}
-	client, e := s.authenticate(r.Context(), r, p)
+	client, e := s.authenticatedClient(w, r, p)
 	if e != nil {
 		return nil, e
 	}
-	allowCORS(w, r, client)
 	if !client.AllowsGrant(grant) {
 		return client, &Error{Status: http.StatusBadRequest, Code: "unauthorized_client", Description: descUnauthorizedGrant}
 	}

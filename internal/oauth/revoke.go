@@ -23,18 +23,28 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// authenticatedToken is how revocation and introspection start: no
-// parameter sent twice, an authenticated client (CORS allowed for its
-// origins) and a non-empty token parameter, which it returns.
-func (s *Server) authenticatedToken(w http.ResponseWriter, r *http.Request, p params) (*clients.Client, string, *Error) {
+// authenticatedClient is how every authenticated request starts: no
+// parameter sent twice, then the client authenticated and CORS allowed for
+// its origins.
+func (s *Server) authenticatedClient(w http.ResponseWriter, r *http.Request, p params) (*clients.Client, *Error) {
 	if p.duplicate != "" {
-		return nil, "", errDuplicate(p.duplicate)
+		return nil, errDuplicate(p.duplicate)
 	}
 	client, e := s.authenticate(r.Context(), r, p)
 	if e != nil {
-		return nil, "", e
+		return nil, e
 	}
 	allowCORS(w, r, client)
+	return client, nil
+}
+
+// authenticatedToken is how revocation and introspection start:
+// authenticatedClient and a non-empty token parameter, which it returns.
+func (s *Server) authenticatedToken(w http.ResponseWriter, r *http.Request, p params) (*clients.Client, string, *Error) {
+	client, e := s.authenticatedClient(w, r, p)
+	if e != nil {
+		return nil, "", e
+	}
 	token := p.get("token")
 	if token == "" {
 		return client, "", errInvalidRequest(descMissingToken)
