@@ -400,3 +400,75 @@ func TestRedisRoundTrips(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisConcurrentRotationsShareRoundTrips checks that rotations made at
+// the same time share their exchanges with the server (the autopipeliner),
+// each still rotating its own family once, and that a call on its own is
+// still one exchange of its own commands.
+func TestRedisConcurrentRotationsShareRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	c, prefix := redistest.Start(t)
+	s := store.NewRedis(c, prefix)
+	const n = 200
+	now := time.Now().Truncate(time.Millisecond)
+	ids, digests := make([]string, n), make([]string, n)
+	for i := range n {
+		ids[i], digests[i] = randomHex(), randomHex()
+		err := s.CreateFamily(ctx, store.NewFamily{FamilyID: ids[i], Digest: digests[i], ClientID: "c1",
+			IssuedAt: now, ExpiresAt: now.Add(time.Hour), FamilyExpiresAt: now.Add(time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	rotate := func(i int) (store.RotateResult, error) {
+		return s.Rotate(ctx, store.RotateRequest{FamilyID: ids[i], OldDigest: digests[i], NewDigest: digests[i] + "n",
+			ClientID: "c1", Sealed: []byte("sealed"), Now: now, ExpiresAt: now.Add(time.Hour),
+			FamilyExpiresAt: now.Add(time.Hour)})
+	}
+	// The first rotation on a server sends the script itself (NOSCRIPT).
+	if res, err := rotate(0); err != nil || res.Outcome != store.Rotated {
+		t.Fatalf("first rotation: %v, %v", res.Outcome, err)
+	}
+	var log cmdLog
+	c.AddHook(log.hook("redis"))
+	if res, err := rotate(1); err != nil || res.Outcome != store.Rotated {
+		t.Fatalf("lone rotation: %v, %v", res.Outcome, err)
+	}
+	if got, want := log.take(), []string{"redis get pexpireat evalsha"}; !slices.Equal(got, want) {
+		t.Fatalf("a lone rotation sent %q, want %q", got, want)
+	}
+
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := 2; i < n; i++ {
+		wg.Go(func() {
+			<-start
+			res, err := rotate(i)
+			if err == nil && res.Outcome != store.Rotated {
+				err = fmt.Errorf("family %d: %v", i, res.Outcome)
+			}
+			errs <- err
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	exchanges := log.take()
+	commands := 0
+	for _, ex := range exchanges {
+		commands += len(strings.Fields(ex)) - 1
+	}
+	if commands != 3*(n-2) {
+		t.Fatalf("%d rotations sent %d commands, want %d", n-2, commands, 3*(n-2))
+	}
+	if len(exchanges) >= n-2 {
+		t.Errorf("%d concurrent rotations took %d exchanges with Redis; want them to share exchanges", n-2, len(exchanges))
+	}
+	t.Logf("%d concurrent rotations: %d exchanges", n-2, len(exchanges))
+}
