@@ -1,6 +1,7 @@
 package tokens
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdh"
 	"crypto/ecdsa"
@@ -10,6 +11,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -379,5 +381,34 @@ func TestECDSASignatureConversion(t *testing.T) {
 	}
 	if _, ok := rawToDER(nil, make([]byte, 63)); ok {
 		t.Error("rawToDER accepted odd length")
+	}
+}
+
+// TestECDSASignsDeterministically checks ES256 signatures against the P-256,
+// SHA-256, "sample" vector of RFC 6979 §A.2.5: the nonce comes from the key
+// and the digest, not from a random source.
+func TestECDSASignsDeterministically(t *testing.T) {
+	d, _ := hex.DecodeString("C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721")
+	priv, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := newKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := hex.DecodeString("EFD48B2AACB6A8FD1140DD9CD45E81D69D2C877B56AAF991C34D0EA84EAF3716" +
+		"F7CB1C942D657C41D436C7A1B6E29F65F3E900DBB9AFF4064DC4AB2F843ACDA8")
+	for range 2 {
+		sig, err := k.sign(nil, []byte("sample"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(sig, want) {
+			t.Fatalf("ES256 signature of \"sample\" = %X, want RFC 6979's %X", sig, want)
+		}
+		if !k.verify([]byte("sample"), sig) {
+			t.Fatal("the signature does not verify")
+		}
 	}
 }
