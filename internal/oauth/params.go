@@ -58,21 +58,22 @@ func (p *params) has(name string) bool {
 
 var errBodyTooLarge = errors.New("request body too large")
 
-// readBody reads the whole request body, up to MaxBodyBytes. When the
-// length is announced the buffer is allocated once, at its final size.
-func readBody(r *http.Request) ([]byte, error) {
+// readBody reads the whole request body, up to MaxBodyBytes, into a pooled
+// buffer and returns it as a string: one allocation, at its final size.
+func readBody(r *http.Request) (string, error) {
 	if r.Body == nil || r.Body == http.NoBody {
-		return nil, nil
+		return "", nil
 	}
 	if r.ContentLength > MaxBodyBytes {
-		return nil, errBodyTooLarge
-	}
-	size := 512
-	if r.ContentLength > 0 {
-		size = int(r.ContentLength) + 1 // room to see EOF without growing
+		return "", errBodyTooLarge
 	}
 	const limit = MaxBodyBytes + 1 // reading one byte more tells "too large"
-	buf := make([]byte, 0, size)
+	scratch := getBody()
+	defer putBody(scratch)
+	buf := (*scratch)[:0]
+	if r.ContentLength > 0 {
+		buf = slices.Grow(buf, int(r.ContentLength)+1) // room to see EOF without growing
+	}
 	for {
 		if len(buf) == cap(buf) {
 			buf = slices.Grow(buf, 512)
@@ -80,13 +81,15 @@ func readBody(r *http.Request) ([]byte, error) {
 		n, err := r.Body.Read(buf[len(buf):min(cap(buf), limit)])
 		buf = buf[:len(buf)+n]
 		if len(buf) > MaxBodyBytes {
-			return nil, errBodyTooLarge
+			return "", errBodyTooLarge
 		}
 		if err == io.EOF {
-			return buf, nil
+			*scratch = buf
+			return string(buf), nil
 		}
 		if err != nil {
-			return nil, err
+			*scratch = buf
+			return "", err
 		}
 	}
 }

@@ -6,7 +6,6 @@
 package oauth
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -237,30 +236,30 @@ func onlyPost(w http.ResponseWriter, r *http.Request) (answered, post bool) {
 
 // readParams reads and parses the body of a POST. On failure it has answered.
 // The body it read is returned so the request can be passed on unchanged.
-func (s *Server) readParams(w http.ResponseWriter, r *http.Request) (params, []byte, bool) {
+func (s *Server) readParams(w http.ResponseWriter, r *http.Request) (params, string, bool) {
 	body, err := readBody(r)
 	if errors.Is(err, errBodyTooLarge) {
 		writeError(w, &Error{Status: http.StatusRequestEntityTooLarge, Code: "invalid_request",
 			Description: fmt.Sprintf("The request body is larger than %d bytes", MaxBodyBytes)})
-		return params{}, nil, false
+		return params{}, "", false
 	}
 	if err != nil {
 		writeError(w, errInvalidRequest("The request body could not be read"))
-		return params{}, nil, false
+		return params{}, "", false
 	}
-	// The parameters are substrings of this copy of the body (one
-	// allocation; the bytes themselves go on to the next handler).
-	p, e := parseParams(r.Header.Get("Content-Type"), string(body))
+	// The parameters are substrings of the body, which may also go on to
+	// the next handler (restoreBody).
+	p, e := parseParams(r.Header.Get("Content-Type"), body)
 	if e != nil {
 		writeError(w, e)
-		return params{}, nil, false
+		return params{}, "", false
 	}
 	return p, body, true
 }
 
 // restoreBody puts a body that was read back on the request, byte for byte.
-func restoreBody(r *http.Request, body []byte) {
-	r.Body = io.NopCloser(bytes.NewReader(body))
+func restoreBody(r *http.Request, body string) {
+	r.Body = io.NopCloser(strings.NewReader(body))
 }
 
 func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) bool {
