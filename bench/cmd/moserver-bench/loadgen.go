@@ -40,6 +40,10 @@ type stream struct {
 	// tr, when set, is the transport every run uses (its keep-alive
 	// connections outlive a run); otherwise each run has its own.
 	tr *http.Transport
+	// onSlice, if set, is called by runAlternating as each slice i of this
+	// stream starts (warm-up of length warm, then the measured window of
+	// length d); the function it returns is called when the slice is over.
+	onSlice func(i int, warm, d time.Duration) (done func())
 }
 
 // supply is how many requests the stream allows (0: unlimited).
@@ -354,7 +358,12 @@ func (g *generator) runAlternating(ctx context.Context, row, ref *stream, warm, 
 		if i == 0 {
 			w = warm
 		}
+		done := func() {}
+		if row.onSlice != nil {
+			done = row.onSlice(i, w, slice)
+		}
 		r, err := g.run(ctx, row, w, slice)
+		done()
 		if errors.Is(err, errSupplyInWarmup) && i > 0 {
 			rowRes.Exhausted = true
 			break

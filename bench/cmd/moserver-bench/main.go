@@ -35,8 +35,10 @@
 // (1000000), BENCH_TOKENS (refresh tokens to pre-issue; default estimated
 // from the measured rates), BENCH_CORE=0 (skip the go test benchmark),
 // BENCH_KEEP=1 (keep the temporary directory with the Caddyfile, keys and
-// logs), BENCH_PROFILE=<dir> (a CPU profile of Caddy over each row's
-// measured window, <dir>/<row>.pprof, for `go tool pprof`).
+// logs), BENCH_PROFILE=<dir> (CPU profiles of Caddy and of the generator
+// for `go tool pprof`: over the window of a ceiling row, <dir>/<row>.pprof;
+// over each slice of a row measured in alternation, and only those,
+// <dir>/<row>/slice-<i>.pprof).
 package main
 
 import (

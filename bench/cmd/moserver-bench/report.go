@@ -260,7 +260,7 @@ func (r *Report) evaluate() {
 				parts = append(parts, fmt.Sprintf("%s %d (%.1f µs/op, %d B/op)", alg, row.AllocsPerOp, row.NsPerOp/1e3, row.BytesPerOp))
 			}
 			sign := r.Core.Rows[coreSignRow]
-			c.Measured = fmt.Sprintf("%s allocs/op; the standard library's ES256 signature alone (ecdsa.SignASN1) allocates %d, so the module's own share of the ES256 request is %d",
+			c.Measured = fmt.Sprintf("%s allocs/op; the standard library's deterministic ES256 signature alone (ecdsa.PrivateKey.Sign) allocates %d, so the module's own share of the ES256 request is %d",
 				strings.Join(parts, ", "), sign.AllocsPerOp, r.Core.Rows["ES256"].AllocsPerOp-sign.AllocsPerOp)
 		}
 		r.Checks = append(r.Checks, c)

@@ -310,15 +310,16 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 func (b *bench) measure(ctx context.Context, key, name, label string, extra bool, s *stream, warm, dur time.Duration) (*Row, *loadResult, error) {
 	row := &Row{Key: key, Name: name, Label: label, Extra: extra}
 	b.rep.Rows = append(b.rep.Rows, row)
-	profiled := b.profile(ctx, key, warm, dur)
 	var res, ceil *loadResult
 	var err error
 	if b.ceiling != nil && !strings.HasPrefix(key, "ceiling") {
+		s.onSlice = b.sliceProfiler(ctx, key)
 		res, ceil, err = b.gen.runAlternating(ctx, s, b.ceiling, warm, dur, alternations)
 	} else {
+		profiled := b.profile(ctx, key, warm, dur)
 		res, err = b.gen.run(ctx, s, warm, dur)
+		profiled()
 	}
-	profiled()
 	if ctx.Err() != nil {
 		return row, nil, ctx.Err()
 	}
@@ -414,6 +415,50 @@ func (b *bench) profile(ctx context.Context, key string, warm, dur time.Duration
 		logf("profile of %s (Caddy, %d s): %s", key, secs, path)
 	}()
 	return func() { <-done }
+}
+
+// sliceProfiler, with BENCH_PROFILE set, is the onSlice of a row measured
+// in alternation with the ceiling: it fetches a CPU profile of Caddy over
+// each of the row's slices (not the ceiling's in between) into
+// <BENCH_PROFILE>/<key>/slice-<i>.pprof, and the generator's own into
+// slice-<i>.generator.pprof; `go tool pprof caddy <key>/slice-*[0-9].pprof`
+// reads them as one. Without BENCH_PROFILE, or with slices under a
+// second (the shortest profile Caddy serves), it returns nil.
+func (b *bench) sliceProfiler(ctx context.Context, key string) func(i int, warm, d time.Duration) func() {
+	if b.cfg.profileDir == "" || b.cfg.duration/alternations < time.Second {
+		return nil
+	}
+	dir := filepath.Join(b.cfg.profileDir, key)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		logf("profiles of %s: %v", key, err)
+		return nil
+	}
+	logf("profiles of %s (Caddy, each slice of the row): %s/slice-*.pprof", key, dir)
+	return func(i int, warm, d time.Duration) func() {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			select {
+			case <-time.After(warm):
+			case <-ctx.Done():
+				return
+			}
+			if f, err := os.Create(filepath.Join(dir, fmt.Sprintf("slice-%d.generator.pprof", i))); err == nil {
+				started := pprof.StartCPUProfile(f) == nil
+				defer func() {
+					if started {
+						pprof.StopCPUProfile()
+					}
+					f.Close()
+				}()
+			}
+			url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", b.adminPort, int(d/time.Second))
+			if err := download(ctx, url, filepath.Join(dir, fmt.Sprintf("slice-%d.pprof", i))); err != nil {
+				logf("profile of %s, slice %d: %v", key, i, err)
+			}
+		}()
+		return func() { <-done }
+	}
 }
 
 // download writes the body of a GET of url to path.
