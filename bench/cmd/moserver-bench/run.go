@@ -385,36 +385,15 @@ func (b *bench) profile(ctx context.Context, key string, warm, dur time.Duration
 	if b.cfg.profileDir == "" || dur < 2*time.Second {
 		return func() {}
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		select {
-		case <-time.After(warm):
-		case <-ctx.Done():
-			return
-		}
-		secs := int((dur - time.Second) / time.Second)
-		// The generator's own profile over the same window.
-		genPath := filepath.Join(b.cfg.profileDir, key+".generator.pprof")
-		if f, err := os.Create(genPath); err == nil {
-			if pprof.StartCPUProfile(f) == nil {
-				defer func() {
-					pprof.StopCPUProfile()
-					f.Close()
-				}()
-			} else {
-				f.Close()
-			}
-		}
-		url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", b.adminPort, secs)
-		path := filepath.Join(b.cfg.profileDir, key+".pprof")
-		if err := download(ctx, url, path); err != nil {
+	secs := int((dur - time.Second) / time.Second)
+	path := filepath.Join(b.cfg.profileDir, key+".pprof")
+	return b.profileAfter(ctx, warm, secs, path, func(err error) {
+		if err != nil {
 			logf("profile of %s: %v", key, err)
 			return
 		}
 		logf("profile of %s (Caddy, %d s): %s", key, secs, path)
-	}()
-	return func() { <-done }
+	})
 }
 
 // sliceProfiler, with BENCH_PROFILE set, is the onSlice of a row measured
@@ -435,30 +414,42 @@ func (b *bench) sliceProfiler(ctx context.Context, key string) func(i int, warm,
 	}
 	logf("profiles of %s (Caddy, each slice of the row): %s/slice-*.pprof", key, dir)
 	return func(i int, warm, d time.Duration) func() {
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			select {
-			case <-time.After(warm):
-			case <-ctx.Done():
-				return
-			}
-			if f, err := os.Create(filepath.Join(dir, fmt.Sprintf("slice-%d.generator.pprof", i))); err == nil {
-				started := pprof.StartCPUProfile(f) == nil
-				defer func() {
-					if started {
-						pprof.StopCPUProfile()
-					}
-					f.Close()
-				}()
-			}
-			url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", b.adminPort, int(d/time.Second))
-			if err := download(ctx, url, filepath.Join(dir, fmt.Sprintf("slice-%d.pprof", i))); err != nil {
+		path := filepath.Join(dir, fmt.Sprintf("slice-%d.pprof", i))
+		return b.profileAfter(ctx, warm, int(d/time.Second), path, func(err error) {
+			if err != nil {
 				logf("profile of %s, slice %d: %v", key, i, err)
 			}
-		}()
-		return func() { <-done }
+		})
 	}
+}
+
+// profileAfter waits warm, then profiles Caddy for secs seconds into path
+// and the generator itself over the same time into path with
+// ".generator.pprof" for ".pprof", and reports the outcome to done; it
+// runs in its own goroutine, and the returned function waits for it.
+func (b *bench) profileAfter(ctx context.Context, warm time.Duration, secs int, path string, done func(error)) (wait func()) {
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		select {
+		case <-time.After(warm):
+		case <-ctx.Done():
+			return
+		}
+		genPath := strings.TrimSuffix(path, ".pprof") + ".generator.pprof"
+		if f, err := os.Create(genPath); err == nil {
+			started := pprof.StartCPUProfile(f) == nil
+			defer func() {
+				if started {
+					pprof.StopCPUProfile()
+				}
+				f.Close()
+			}()
+		}
+		url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", b.adminPort, secs)
+		done(download(ctx, url, path))
+	}()
+	return func() { <-finished }
 }
 
 // download writes the body of a GET of url to path.
