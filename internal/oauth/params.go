@@ -69,8 +69,11 @@ func readBody(r *http.Request) (string, error) {
 	}
 	const limit = MaxBodyBytes + 1 // reading one byte more tells "too large"
 	scratch := getBody()
-	defer putBody(scratch)
 	buf := (*scratch)[:0]
+	defer func() {
+		*scratch = buf // a grown buffer goes back to the pool (up to its bound)
+		putBody(scratch)
+	}()
 	if r.ContentLength > 0 {
 		buf = slices.Grow(buf, int(r.ContentLength)+1) // room to see EOF without growing
 	}
@@ -84,11 +87,9 @@ func readBody(r *http.Request) (string, error) {
 			return "", errBodyTooLarge
 		}
 		if err == io.EOF {
-			*scratch = buf
 			return string(buf), nil
 		}
 		if err != nil {
-			*scratch = buf
 			return "", err
 		}
 	}
