@@ -46,8 +46,8 @@ func TestIntrospection(t *testing.T) {
 		}
 		inactive(ask(at, otherID, otherSecret)) // foreign
 		inactive(ask(rt, otherID, otherSecret))
-		inactive(ask("garbage", ccID, ccSecret)) // unknown
-		inactive(ask(rt[:63]+"A", ccID, ccSecret))
+		inactive(ask("garbage", ccID, ccSecret))         // unknown
+		inactive(ask(otherLastChar(rt), ccID, ccSecret)) // well-formed, never issued
 		// Rotated and revoked tokens are inactive.
 		rt2 := wantToken(t, f.post(refreshForm(rt))).str("refresh_token")
 		inactive(ask(rt, ccID, ccSecret))
@@ -112,4 +112,14 @@ func TestMetadata(t *testing.T) {
 	if jr := f.do(httptest.NewRequest(http.MethodGet, DefaultJWKSPath, nil)); jr.header.Get("Cache-Control") == "" {
 		t.Error("JWKS without Cache-Control")
 	}
+}
+
+// otherLastChar returns token with its last character replaced by a different
+// base64url character, so the result is well-formed but never the same token.
+func otherLastChar(token string) string {
+	last := byte('A')
+	if token[len(token)-1] == last {
+		last = 'B'
+	}
+	return token[:len(token)-1] + string(last)
 }
