@@ -163,6 +163,9 @@ func targetRPS(r *Report, x *Row) float64 {
 			return rsaTarget * r.RSA.PerSecond
 		}
 	case "es256_1m", "es256rt_1m":
+		if x.TwinAlongsideRPS > 0 {
+			return sameTarget * x.TwinAlongsideRPS
+		}
 		if rr := r.fillReference(x.Key); rr != nil {
 			return sameTarget * rr.VsCeiling * x.LocalCeilingRPS
 		}

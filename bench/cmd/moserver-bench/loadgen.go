@@ -44,6 +44,10 @@ type stream struct {
 	// stream starts (warm-up of length warm, then the measured window of
 	// length d); the function it returns is called when the slice is over.
 	onSlice func(i int, warm, d time.Duration) (done func())
+	// twin, if set, is the same requests sent to a site identical but for
+	// one thing (row 5: an empty Redis instead of the filled one);
+	// runAlternating measures it in turns with the stream.
+	twin *stream
 }
 
 // supply is how many requests the stream allows (0: unlimited).
@@ -339,12 +343,20 @@ func (g *generator) run(ctx context.Context, s *stream, warm, dur time.Duration)
 // runAlternating measures row and ref (the ceiling) in alternating slices
 // of dur/slices each, row first, so that both see the same drift of the
 // machine's speed and their ratio does not depend on when the row ran.
-// The first slice of each is preceded by warm, the others by sliceWarm;
-// each stream keeps its keep-alive connections across its slices. It stops
-// early when row's supply runs out (after one more ref slice). The results
-// are each stream's slices merged (see loadResult.add).
-func (g *generator) runAlternating(ctx context.Context, row, ref *stream, warm, dur time.Duration, n int) (rowRes, refRes *loadResult, err error) {
-	for _, s := range []*stream{row, ref} {
+// With row.twin set, every slice of row is paired with one of the twin, in
+// turns first and second, before ref's. The first slice of each is
+// preceded by warm, the others by sliceWarm; each stream keeps its
+// keep-alive connections across its slices. It stops early when row's
+// supply runs out (after one more ref slice). The results are each
+// stream's slices merged (see loadResult.add); twinRes is nil without a
+// twin.
+func (g *generator) runAlternating(ctx context.Context, row, ref *stream, warm, dur time.Duration, n int) (rowRes, refRes, twinRes *loadResult, err error) {
+	streams := []*stream{row, ref}
+	if row.twin != nil {
+		streams = append(streams, row.twin)
+		twinRes = &loadResult{}
+	}
+	for _, s := range streams {
 		s.tr = newTransport(g.concurrency)
 		defer func() {
 			s.tr.CloseIdleConnections()
@@ -353,10 +365,27 @@ func (g *generator) runAlternating(ctx context.Context, row, ref *stream, warm, 
 	}
 	slice := dur / time.Duration(n)
 	rowRes, refRes = &loadResult{}, &loadResult{}
+	runTwin := func(w time.Duration) error {
+		if row.twin == nil {
+			return nil
+		}
+		r, err := g.run(ctx, row.twin, w, slice)
+		if err != nil {
+			return fmt.Errorf("twin slice: %w", err)
+		}
+		twinRes.add(r)
+		return nil
+	}
 	for i := range n {
 		w := sliceWarm
 		if i == 0 {
 			w = warm
+		}
+		twinFirst := i%2 == 1
+		if twinFirst {
+			if err := runTwin(w); err != nil {
+				return nil, nil, nil, err
+			}
 		}
 		done := func() {}
 		if row.onSlice != nil {
@@ -369,19 +398,24 @@ func (g *generator) runAlternating(ctx context.Context, row, ref *stream, warm, 
 			break
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		rowRes.add(r)
+		if !twinFirst {
+			if err := runTwin(w); err != nil {
+				return nil, nil, nil, err
+			}
+		}
 		c, err := g.run(ctx, ref, w, slice)
 		if err != nil {
-			return nil, nil, fmt.Errorf("reference slice: %w", err)
+			return nil, nil, nil, fmt.Errorf("reference slice: %w", err)
 		}
 		refRes.add(c)
 		if r.Exhausted {
 			break
 		}
 	}
-	return rowRes, refRes, nil
+	return rowRes, refRes, twinRes, nil
 }
 
 // sliceWarm is the warm-up before every slice of runAlternating but the

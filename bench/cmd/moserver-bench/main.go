@@ -12,9 +12,10 @@
 //   - runs the rows: the ceiling; client_credentials with each algorithm;
 //     client_credentials issuing refresh tokens (which pre-issues the tokens
 //     of the next rows); refresh with rotation (each token used once);
-//     revocation (each token revoked once); client_credentials after
-//     1,000,000 live refresh families were written into Redis; and the
-//     ceiling again at the end;
+//     revocation (each token revoked once); client_credentials on a site
+//     whose Redis (a redis-server of its own) holds 1,000,000 live refresh
+//     families, measured in alternation with its twin, the same site on an
+//     empty redis-server; and the ceiling again at the end;
 //   - measures the RSA-signing bound (cores ÷ the CPU time of one RSA-2048
 //     PKCS#1 v1.5 SHA-256 signature, with the RS256 site's key) and, with
 //     `go test -bench`, the allocations of the core client_credentials path;

@@ -128,9 +128,12 @@ func TestGenerator(t *testing.T) {
 			refBodies[i] = fmt.Appendf(nil, "ref%d", i)
 		}
 		ref := &stream{url: srv.URL, header: hdr, bodies: refBodies}
-		res, refRes, err := g.runAlternating(context.Background(), row, ref, 0, 400*time.Millisecond, 4)
+		res, refRes, twinRes, err := g.runAlternating(context.Background(), row, ref, 0, 400*time.Millisecond, 4)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if twinRes != nil {
+			t.Errorf("a twin result without a twin: %+v", twinRes)
 		}
 		// Each body at most once across the slices, the reference sent in
 		// between, and the merged windows add up.
@@ -148,6 +151,47 @@ func TestGenerator(t *testing.T) {
 		}
 		if row.tr != nil || ref.tr != nil {
 			t.Error("the streams keep their transports after the run")
+		}
+	})
+
+	t.Run("alternating with a twin", func(t *testing.T) {
+		// The kind of stream of every request, in the order they came.
+		var mu sync.Mutex
+		var order []byte
+		log := func(kind byte) http.HandlerFunc {
+			return func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				mu.Lock()
+				if len(order) == 0 || order[len(order)-1] != kind {
+					order = append(order, kind)
+				}
+				mu.Unlock()
+			}
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/row", log('r'))
+		mux.Handle("/twin", log('t'))
+		mux.Handle("/ceiling", log('c'))
+		s := httptest.NewServer(mux)
+		defer s.Close()
+		row := &stream{url: s.URL + "/row", header: hdr, twin: &stream{url: s.URL + "/twin", header: hdr}}
+		ref := &stream{url: s.URL + "/ceiling", header: hdr}
+		res, refRes, twinRes, err := g.runAlternating(context.Background(), row, ref, 0, 400*time.Millisecond, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Each slice of the row is paired with one of the twin, in turns
+		// first and second, and the ceiling's follows the pair.
+		if got, want := string(order), "rtctrcrtctrc"; got != want {
+			t.Errorf("order of the slices %q, want %q", got, want)
+		}
+		for name, r := range map[string]*loadResult{"row": res, "ceiling": refRes, "twin": twinRes} {
+			if r == nil || r.OK == 0 || r.Errors != 0 || r.Window != 400*time.Millisecond {
+				t.Errorf("%s: %+v", name, r)
+			}
+		}
+		if row.twin.tr != nil {
+			t.Error("the twin keeps its transport after the run")
 		}
 	})
 
@@ -211,7 +255,9 @@ func TestCaddyfile(t *testing.T) {
 	if _, err := os.Stat(path); err != nil {
 		t.Fatal(err)
 	}
-	s := site{alg: "ES256", port: 1234, keyPath: path, prefix: "bench-es256:"}
+	s := site{alg: "ES256", port: 1234, keyPath: path, prefix: "bench-es256:", redisURL: "redis://127.0.0.1:3/0"}
+	twin := s
+	twin.port, twin.redisURL, twin.comment = 1235, "redis://127.0.0.1:4/0", "the twin"
 	body, err := ceilingBody(key, s.issuer())
 	if err != nil {
 		t.Fatal(err)
@@ -219,13 +265,14 @@ func TestCaddyfile(t *testing.T) {
 	if !strings.HasPrefix(body, `{"access_token":"eyJ`) || !strings.Contains(body, `"token_type":"Bearer"`) || strings.Contains(body, "`") {
 		t.Fatalf("ceiling body %s", body)
 	}
-	cf := buildCaddyfile(1, 2, body, "redis://127.0.0.1:3/0", filepath.Join(dir, "st"), []site{s})
+	cf := buildCaddyfile(1, 2, body, filepath.Join(dir, "st"), []site{s, twin})
 	for _, want := range []string{
 		"admin 127.0.0.1:1", "http://127.0.0.1:2 {", "respond `" + body + "` 200",
 		"header Cache-Control no-store", `header Content-Type "application/json; charset=UTF-8"`,
 		"http://127.0.0.1:1234 {", "issuer http://127.0.0.1:1234/wp-json/moserver",
 		"storage redis redis://127.0.0.1:3/0", "key_prefix bench-es256:", fmt.Sprintf("signing_key %q", path),
 		"client bench-cc {", "client bench-rt {", "refresh_tokens",
+		"# the twin\nhttp://127.0.0.1:1235 {", "storage redis redis://127.0.0.1:4/0",
 	} {
 		if !strings.Contains(cf, want) {
 			t.Errorf("Caddyfile lacks %q:\n%s", want, cf)
@@ -297,6 +344,23 @@ func TestEvaluate(t *testing.T) {
 	}
 	if want := (4400.0 / 8400) / (4800.0 / 11000); math.Abs(m.Target.Value-want) > 1e-9 || !m.Target.Met {
 		t.Errorf("1M row with probes: %+v, want value %v", m.Target, want)
+	}
+	// A row measured alongside its twin (the same requests on an empty
+	// Redis) is compared with the twin directly.
+	m.TwinAlongsideRPS = 4600
+	r.evaluate()
+	if want := 4400.0 / 4600; math.Abs(m.Target.Value-want) > 1e-9 || !m.Target.Met || !strings.Contains(m.Target.Target, "empty Redis") {
+		t.Errorf("1M row with a twin: %+v, want value %v", m.Target, want)
+	}
+	m.TwinAlongsideRPS, m.TwinErrors = 5000, 0 // 0.88
+	r.evaluate()
+	if m.Target.Met {
+		t.Errorf("1M row at 0.88 of its twin: %+v", m.Target)
+	}
+	m.TwinAlongsideRPS, m.TwinErrors = 4600, 3
+	r.evaluate()
+	if m.Target.Met || !strings.Contains(m.Target.Measured, "3 errors of the twin") {
+		t.Errorf("1M row whose twin failed requests: %+v", m.Target)
 	}
 }
 

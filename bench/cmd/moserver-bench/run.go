@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -42,7 +43,13 @@ type bench struct {
 	gen   *generator
 	caddy *loadtest.Proc
 	redis *loadtest.Redis
-	sites map[string]site
+	// fillRedis and twinRedis are the row-5 pair (with BENCH_FAMILIES > 0):
+	// two more redis-servers like redis, the first filled with the
+	// families, the second left empty; siteFill and siteTwin are identical
+	// ES256 sites on them.
+	fillRedis, twinRedis *loadtest.Redis
+	siteFill, siteTwin   site
+	sites                map[string]site
 	// ceilingPort is the port of the static ceiling site.
 	ceilingPort int
 	// adminPort is Caddy's admin endpoint (profiles come from its
@@ -129,8 +136,8 @@ func run(ctx context.Context, cfg config) (err error) {
 		if b.caddy != nil {
 			b.caddy.Stop(syscall.SIGINT, 5*time.Second)
 		}
-		if b.redis != nil {
-			b.redis.Close()
+		for _, r := range b.redisServers() {
+			r.Close()
 		}
 		if b.caddy != nil || b.redis != nil {
 			logf("stopped caddy and redis-server")
@@ -224,7 +231,7 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 	rep := b.rep
 	logf("generating signing keys with tokens.GenerateKey (ES256, EdDSA, HS256, RS256)")
 	algs := []string{"ES256", "EdDSA", "HS256", "RS256"}
-	ports, err := loadtest.FreePorts(2 + len(algs))
+	ports, err := loadtest.FreePorts(2 + len(algs) + 2)
 	if err != nil {
 		return err
 	}
@@ -242,21 +249,41 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 			esKey = key
 		}
 		s := site{alg: alg, port: ports[2+i], keyPath: path, prefix: "bench-" + strings.ToLower(alg) + ":"}
-		b.sites[alg] = s
 		sites = append(sites, s)
 	}
 
 	logf("starting redis-server (no persistence)")
-	if b.redis, err = loadtest.StartRedis(ctx, tmp, 16); err != nil {
+	if b.redis, err = startRedis(ctx, tmp, "redis"); err != nil {
 		return err
 	}
-	logf("redis-server pid %d on %s", b.redis.PID(), b.redis.Addr)
+	for i := range sites {
+		sites[i].redisURL = "redis://" + b.redis.Addr + "/0"
+		b.sites[sites[i].alg] = sites[i]
+	}
+	if b.cfg.families > 0 {
+		// Row 5's pair: the ES256 site twice more, identical but for
+		// their Redis, one to be filled and one left empty.
+		logf("starting two more redis-servers for row 5: one to hold the %d families, one left empty", b.cfg.families)
+		if b.fillRedis, err = startRedis(ctx, tmp, "redis-fill"); err != nil {
+			return err
+		}
+		if b.twinRedis, err = startRedis(ctx, tmp, "redis-empty"); err != nil {
+			return err
+		}
+		es := b.sites["ES256"]
+		b.siteFill, b.siteTwin = es, es
+		b.siteFill.port, b.siteFill.redisURL = ports[2+len(algs)], "redis://"+b.fillRedis.Addr+"/0"
+		b.siteFill.comment = fmt.Sprintf("ES256 on the Redis filled with %s families (row 5)", humanCount(b.cfg.families))
+		b.siteTwin.port, b.siteTwin.redisURL = ports[3+len(algs)], "redis://"+b.twinRedis.Addr+"/0"
+		b.siteTwin.comment = "ES256 on an empty Redis: row 5's twin"
+		sites = append(sites, b.siteFill, b.siteTwin)
+	}
 
 	body, err := ceilingBody(esKey, b.sites["ES256"].issuer())
 	if err != nil {
 		return err
 	}
-	cf := buildCaddyfile(adminPort, ceilingPort, body, "redis://"+b.redis.Addr+"/0", filepath.Join(tmp, "storage"), sites)
+	cf := buildCaddyfile(adminPort, ceilingPort, body, filepath.Join(tmp, "storage"), sites)
 	cfPath := filepath.Join(tmp, "Caddyfile")
 	if err := os.WriteFile(cfPath, []byte(cf), 0o600); err != nil {
 		return err
@@ -284,13 +311,16 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 	rep.ResponseBytes["ceiling"] = len(ceilResp)
 	for _, s := range sites {
 		resp, err := readyCheck{url: s.tokenURL(), header: ccHeader, body: ccBody}.do(ctx, c)
+		name := cmp.Or(s.comment, s.alg)
 		if err != nil {
-			return fmt.Errorf("%s: %w", s.alg, err)
+			return fmt.Errorf("%s: %w", name, err)
 		}
 		if jsonString(resp, "access_token") == "" {
-			return fmt.Errorf("%s: no access_token in %q", s.alg, resp)
+			return fmt.Errorf("%s: no access_token in %q", name, resp)
 		}
-		rep.ResponseBytes[s.alg] = len(resp)
+		if s.comment == "" {
+			rep.ResponseBytes[s.alg] = len(resp)
+		}
 	}
 	logf("response body bytes: ceiling %d, ES256 %d, EdDSA %d, HS256 %d, RS256 %d",
 		rep.ResponseBytes["ceiling"], rep.ResponseBytes["ES256"], rep.ResponseBytes["EdDSA"], rep.ResponseBytes["HS256"], rep.ResponseBytes["RS256"])
@@ -298,10 +328,39 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 	b.gen = &generator{concurrency: b.cfg.concurrency, cpu: func() cpuSnap {
 		s := cpuSnap{self: selfCPU(), machine: loadtest.MachineBusy(), at: time.Now()}
 		s.caddy, _ = loadtest.ProcCPU(b.caddy.PID())
-		s.redis, _ = loadtest.ProcCPU(b.redis.PID())
+		for _, r := range b.redisServers() {
+			t, _ := loadtest.ProcCPU(r.PID())
+			s.redis += t
+		}
 		return s
 	}}
 	return nil
+}
+
+// startRedis starts a private redis-server (no persistence) in its own
+// directory name under tmp.
+func startRedis(ctx context.Context, tmp, name string) (*loadtest.Redis, error) {
+	dir := filepath.Join(tmp, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	r, err := loadtest.StartRedis(ctx, dir, 16)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	logf("%s: redis-server pid %d on %s", name, r.PID(), r.Addr)
+	return r, nil
+}
+
+// redisServers are the redis-servers started so far.
+func (b *bench) redisServers() []*loadtest.Redis {
+	var rs []*loadtest.Redis
+	for _, r := range []*loadtest.Redis{b.redis, b.fillRedis, b.twinRedis} {
+		if r != nil {
+			rs = append(rs, r)
+		}
+	}
+	return rs
 }
 
 // measure runs one row, records it in the report and prints it. A row that
@@ -310,11 +369,11 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 func (b *bench) measure(ctx context.Context, key, name, label string, extra bool, s *stream, warm, dur time.Duration) (*Row, *loadResult, error) {
 	row := &Row{Key: key, Name: name, Label: label, Extra: extra}
 	b.rep.Rows = append(b.rep.Rows, row)
-	var res, ceil *loadResult
+	var res, ceil, twin *loadResult
 	var err error
 	if b.ceiling != nil && !strings.HasPrefix(key, "ceiling") {
 		s.onSlice = b.sliceProfiler(ctx, key)
-		res, ceil, err = b.gen.runAlternating(ctx, s, b.ceiling, warm, dur, alternations)
+		res, ceil, twin, err = b.gen.runAlternating(ctx, s, b.ceiling, warm, dur, alternations)
 	} else {
 		profiled := b.profile(ctx, key, warm, dur)
 		res, err = b.gen.run(ctx, s, warm, dur)
@@ -327,8 +386,10 @@ func (b *bench) measure(ctx context.Context, key, name, label string, extra bool
 	if !b.caddy.Running() {
 		return row, nil, fmt.Errorf("caddy exited during %q: %v", name, b.caddy.Err())
 	}
-	if !b.redis.Running() {
-		return row, nil, fmt.Errorf("redis-server exited during %q: %v", name, b.redis.Err())
+	for _, r := range b.redisServers() {
+		if !r.Running() {
+			return row, nil, fmt.Errorf("redis-server %s exited during %q: %v", r.Addr, name, r.Err())
+		}
 	}
 	if res != nil {
 		row.ErrorKinds = describeErrors(res.ErrorKinds)
@@ -359,6 +420,9 @@ func (b *bench) measure(ctx context.Context, key, name, label string, extra bool
 	if ceil != nil && ceil.Errors == 0 {
 		row.CeilingAlongsideRPS, row.CeilingAlongsideP99Ms = ceil.RPS, ms(ceil.P99)
 	}
+	if twin != nil {
+		row.TwinAlongsideRPS, row.TwinAlongsideP99Ms, row.TwinErrors = twin.RPS, ms(twin.P99), twin.Errors
+	}
 	errs := ""
 	if len(row.ErrorKinds) > 0 {
 		errs = " [" + strings.Join(row.ErrorKinds, "; ") + "]"
@@ -370,6 +434,9 @@ func (b *bench) measure(ctx context.Context, key, name, label string, extra bool
 	local := ""
 	if row.CeilingAlongsideRPS > 0 {
 		local = fmt.Sprintf("  ceiling alongside %.0f req/s (%.2f×)", row.CeilingAlongsideRPS, row.RPS/row.CeilingAlongsideRPS)
+	}
+	if row.TwinAlongsideRPS > 0 {
+		local += fmt.Sprintf("  twin alongside %.0f req/s (%.2f×)", row.TwinAlongsideRPS, row.RPS/row.TwinAlongsideRPS)
 	}
 	logf("%-44s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  errors %d  Caddy %4.0f µs/req  Redis %3.0f µs/req  gen %3.0f µs/req  others %2.0f%% CPU%s%s%s",
 		name, row.RPS, row.P50Ms, row.P99Ms, row.Errors, row.CaddyCPUUs, row.RedisCPUUs, row.GenCPUUs, row.OtherCPUPct, exh, errs, local)
@@ -625,22 +692,13 @@ func (b *bench) rows(ctx context.Context) error {
 	}
 
 	if cfg.families > 0 {
-		// Row 5 is compared with the same requests measured right before
-		// the fill, each pair after the same idle pause: on a shared or
-		// boosting CPU, rows minutes apart differ by more than the 10% the
-		// comparison is about (the start rows stay in the table).
-		if err := b.settle(ctx); err != nil {
-			return err
-		}
-		if _, _, err := b.measure(ctx, "es256_pre", "client_credentials ES256, right before the fill", "cc ES256 (pre-fill)", true, cc(es), warm, dur); err != nil {
-			return err
-		}
-		if _, _, err := b.measure(ctx, "es256rt_pre", "client_credentials ES256 + refresh token, right before the fill", "cc+RT (pre-fill)", true,
-			&stream{url: es.tokenURL(), header: rtHeader, body: ccBody}, warm, dur); err != nil {
-			return err
-		}
-		logf("writing %d live refresh families into Redis (prefix %s)", cfg.families, es.prefix)
-		fill, err := fillFamilies(ctx, b.redis.Client, es.prefix, rtClient, cfg.families)
+		// Row 5: the ES256 site on a Redis holding the families, measured
+		// in alternation with its twin, the same site on an empty Redis
+		// (and with the ceiling): same requests, same moments of the
+		// machine, only the stored families differ.
+		fs := b.siteFill
+		logf("writing %d live refresh families into the row-5 Redis %s (prefix %s)", cfg.families, b.fillRedis.Addr, fs.prefix)
+		fill, err := fillFamilies(ctx, b.fillRedis.Client, fs.prefix, rtClient, cfg.families)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -651,17 +709,15 @@ func (b *bench) rows(ctx context.Context) error {
 		logf("wrote %d families in %.1f s: %d keys, %s", fill.Families, fill.Took.Seconds(), fill.Keys, fill.UsedMem)
 		// Redeem one written token: proof that the data is the store's own.
 		c := &http.Client{Transport: newTransport(1), Timeout: 5 * time.Second}
-		resp, err := readyCheck{url: es.tokenURL(), header: rtHeader, body: refreshBody(fill.Sample)}.do(ctx, c)
+		resp, err := readyCheck{url: fs.tokenURL(), header: rtHeader, body: refreshBody(fill.Sample)}.do(ctx, c)
 		c.CloseIdleConnections()
 		if err != nil || jsonString(resp, "refresh_token") == "" {
 			return fmt.Errorf("a refresh token written into Redis is not accepted by the endpoint: %v", err)
 		}
 		logf("a written family's refresh token is accepted by the endpoint (rotated)")
 		// And the client's family index is the store's own: ListFamilies
-		// reads a page of it (revoked ones too: the revocation row revoked
-		// the oldest families).
-		page, err := store.NewRedis(b.redis.Client, es.prefix).ListFamilies(ctx, rtClient,
-			store.FamilyQuery{Limit: 10, IncludeRevoked: true})
+		// reads a page of it.
+		page, err := store.NewRedis(b.fillRedis.Client, fs.prefix).ListFamilies(ctx, rtClient, store.FamilyQuery{Limit: 10})
 		if err != nil || len(page.Families) != 10 || page.Next == "" {
 			return fmt.Errorf("the written families cannot be listed through the store: %d listed, %v", len(page.Families), err)
 		}
@@ -669,13 +725,16 @@ func (b *bench) rows(ctx context.Context) error {
 		if err := b.settle(ctx); err != nil {
 			return err
 		}
+		row := cc(fs)
+		row.twin = cc(b.siteTwin)
 		name := fmt.Sprintf("client_credentials ES256, %s families in Redis", humanCount(cfg.families))
-		if _, _, err := b.measure(ctx, "es256_1m", name, "cc ES256 "+humanCount(cfg.families), false, cc(es), warm, dur); err != nil {
+		if _, _, err := b.measure(ctx, "es256_1m", name, "cc ES256 "+humanCount(cfg.families), false, row, warm, dur); err != nil {
 			return err
 		}
+		row = &stream{url: fs.tokenURL(), header: rtHeader, body: ccBody}
+		row.twin = &stream{url: b.siteTwin.tokenURL(), header: rtHeader, body: ccBody}
 		name = fmt.Sprintf("client_credentials ES256 + refresh token, %s families", humanCount(cfg.families))
-		if _, _, err := b.measure(ctx, "es256rt_1m", name, "cc+RT "+humanCount(cfg.families), true,
-			&stream{url: es.tokenURL(), header: rtHeader, body: ccBody}, warm, dur); err != nil {
+		if _, _, err := b.measure(ctx, "es256rt_1m", name, "cc+RT "+humanCount(cfg.families), true, row, warm, dur); err != nil {
 			return err
 		}
 	}
@@ -685,8 +744,7 @@ func (b *bench) rows(ctx context.Context) error {
 	return err
 }
 
-// settlePause is the idle pause before each pair of rows the fill
-// comparison uses.
+// settlePause is the idle pause between the fill and row 5.
 const settlePause = 5 * time.Second
 
 // settle waits settlePause with nothing running.

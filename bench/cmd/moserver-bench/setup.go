@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -52,12 +53,15 @@ func formHeader(id, secret string) http.Header {
 }
 
 // site is one moserver site of the generated Caddyfile: one signing
-// algorithm on its own port, with its own Redis key prefix.
+// algorithm on its own port, with its own Redis and key prefix.
 type site struct {
-	alg     string // ES256, EdDSA, HS256 or RS256
-	port    int
-	keyPath string
-	prefix  string
+	alg      string // ES256, EdDSA, HS256 or RS256
+	port     int
+	keyPath  string
+	prefix   string
+	redisURL string
+	// comment names the site in the Caddyfile (alg when empty).
+	comment string
 }
 
 // base is the site's origin.
@@ -123,9 +127,9 @@ func ceilingBody(key *tokens.Key, issuer string) (string, error) {
 
 // buildCaddyfile renders the Caddyfile of the run: the ceiling (a static
 // respond of a token-sized JSON body with the token endpoint's headers) and
-// one moserver site per signing algorithm, all on loopback ports, all
-// sharing the private Redis under per-site key prefixes.
-func buildCaddyfile(adminPort, ceilingPort int, ceiling, redisURL, storageDir string, sites []site) string {
+// one moserver site per entry of sites, all on loopback ports, each with
+// its Redis and key prefix.
+func buildCaddyfile(adminPort, ceilingPort int, ceiling, storageDir string, sites []site) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `{
 	admin 127.0.0.1:%d
@@ -171,7 +175,7 @@ http://127.0.0.1:%[2]d {
 	respond /protected "protected ok" 200
 	respond "not the token endpoint" 404
 }
-`, s.alg, s.port, s.issuer(), redisURL, s.prefix, s.keyPath, ccClient, ccSecret, rtClient, rtSecret, scopes)
+`, cmp.Or(s.comment, s.alg), s.port, s.issuer(), s.redisURL, s.prefix, s.keyPath, ccClient, ccSecret, rtClient, rtSecret, scopes)
 	}
 	return b.String()
 }
