@@ -391,3 +391,20 @@ PASS`
 		t.Errorf("missing HS256: error %q", cb.Error)
 	}
 }
+
+// TestDoublingNote names the power of two a Redis's keys grew past, and
+// nothing when they did not.
+func TestDoublingNote(t *testing.T) {
+	if n := doublingNote("r", 2_000_001, 2_400_000); !strings.Contains(n, "past 2^21 = 2097152") || !strings.Contains(n, "from 2000001 to 2400000") {
+		t.Errorf("2,000,001 → 2,400,000: %q", n)
+	}
+	if n := doublingNote("r", 1024, 1024); n != "" {
+		t.Errorf("no growth: %q", n)
+	}
+	if n := doublingNote("r", 2_100_000, 2_400_000); n != "" {
+		t.Errorf("no power of two crossed: %q", n)
+	}
+	if n := doublingNote("r", 100, 4096); !strings.Contains(n, "past 2^7 = 128") {
+		t.Errorf("several crossed, the first named: %q", n)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/bits"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +20,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/caddy-moserver/caddy-moserver/internal/loadtest"
 	"github.com/caddy-moserver/caddy-moserver/internal/store"
@@ -734,14 +737,45 @@ func (b *bench) rows(ctx context.Context) error {
 		row = &stream{url: fs.tokenURL(), header: rtHeader, body: ccBody}
 		row.twin = &stream{url: b.siteTwin.tokenURL(), header: rtHeader, body: ccBody}
 		name = fmt.Sprintf("client_credentials ES256 + refresh token, %s families", humanCount(cfg.families))
+		fill0, twin0 := b.fillRedis.Client.DBSize(ctx).Val(), b.twinRedis.Client.DBSize(ctx).Val()
 		if _, _, err := b.measure(ctx, "es256rt_1m", name, "cc+RT "+humanCount(cfg.families), true, row, warm, dur); err != nil {
 			return err
+		}
+		for _, r := range []struct {
+			name   string
+			c      *redis.Client
+			before int64
+		}{{"the filled Redis", b.fillRedis.Client, fill0}, {"the twin's empty Redis", b.twinRedis.Client, twin0}} {
+			if note := doublingNote(name, r.before, r.c.DBSize(ctx).Val()); note != "" {
+				b.rep.Notes = append(b.rep.Notes, "During \""+name+"\": "+note)
+			}
 		}
 	}
 
 	_, _, err = b.measure(ctx, "ceiling_end", "ceiling: static respond (end)", "ceiling (end)", false,
 		&stream{url: ceilingURL, header: ccHeader, body: ccBody}, warm, dur)
 	return err
+}
+
+// doublingNote says, when the keys of a Redis grew past a power of two
+// (from before to after), that Redis resized its keyspace meanwhile: it then
+// rehashes its main and expires tables a step per command and 1 ms per cron
+// tick, so every write costs it more until that is done (each new key
+// hits both the old and the new table). It is "" otherwise.
+func doublingNote(name string, before, after int64) string {
+	if before <= 0 || after <= before {
+		return ""
+	}
+	p := int64(1)
+	for p <= before {
+		p <<= 1
+	}
+	if p > after {
+		return ""
+	}
+	return fmt.Sprintf("the keys of %s grew from %d to %d, past 2^%d = %d, where Redis doubles its key tables and rehashes them "+
+		"incrementally: until that is done every write costs Redis more (see its CPU per request); it happens at every "+
+		"doubling, whatever the size, and stops when the rehash is over", name, before, after, bits.Len64(uint64(p))-1, p)
 }
 
 // settlePause is the idle pause between the fill and row 5.
