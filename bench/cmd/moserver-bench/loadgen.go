@@ -44,6 +44,9 @@ type stream struct {
 	// stream starts (warm-up of length warm, then the measured window of
 	// length d); the function it returns is called when the slice is over.
 	onSlice func(i int, warm, d time.Duration) (done func())
+	// afterSlice, if set, is called by runAlternating right after each
+	// slice i of this stream, before the next stream's slice starts.
+	afterSlice func(i int)
 	// twin, if set, is the same requests sent to a site identical but for
 	// one thing (row 5: an empty Redis instead of the filled one);
 	// runAlternating measures it in turns with the stream.
@@ -393,6 +396,9 @@ func (g *generator) runAlternating(ctx context.Context, row, ref *stream, warm, 
 		}
 		r, err := g.run(ctx, row, w, slice)
 		done()
+		if row.afterSlice != nil && ctx.Err() == nil {
+			row.afterSlice(i)
+		}
 		if errors.Is(err, errSupplyInWarmup) && i > 0 {
 			rowRes.Exhausted = true
 			break

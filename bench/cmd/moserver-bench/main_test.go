@@ -175,14 +175,20 @@ func TestGenerator(t *testing.T) {
 		s := httptest.NewServer(mux)
 		defer s.Close()
 		row := &stream{url: s.URL + "/row", header: hdr, twin: &stream{url: s.URL + "/twin", header: hdr}}
+		row.afterSlice = func(int) {
+			mu.Lock()
+			order = append(order, 'a')
+			mu.Unlock()
+		}
 		ref := &stream{url: s.URL + "/ceiling", header: hdr}
 		res, refRes, twinRes, err := g.runAlternating(context.Background(), row, ref, 0, 400*time.Millisecond, 4)
 		if err != nil {
 			t.Fatal(err)
 		}
 		// Each slice of the row is paired with one of the twin, in turns
-		// first and second, and the ceiling's follows the pair.
-		if got, want := string(order), "rtctrcrtctrc"; got != want {
+		// first and second, and the ceiling's follows the pair; afterSlice
+		// runs right after each of the row's.
+		if got, want := string(order), "ratctracratctrac"; got != want {
 			t.Errorf("order of the slices %q, want %q", got, want)
 		}
 		for name, r := range map[string]*loadResult{"row": res, "ceiling": refRes, "twin": twinRes} {

@@ -33,8 +33,8 @@ type rsaBound struct {
 	// when other load took the core away during the measurement.
 	PerSignUs float64 `json:"wall_microseconds_per_signature"`
 	PerSecond float64 `json:"bound_requests_per_second"`
-	// Measurements is how many ~1 s measurements were combined (before
-	// and after the RS256 row).
+	// Measurements is how many measurements were combined (before the
+	// RS256 row, after each of its slices, after it).
 	Measurements int `json:"measurements,omitempty"`
 }
 

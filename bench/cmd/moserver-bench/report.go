@@ -452,7 +452,7 @@ func (r *Report) markdown(chartFile string) string {
 		fmt.Fprintf(&b, "- Caddy peak resident memory (VmHWM): %.1f MB\n", float64(r.Memory.CaddyHWMKB)*1024/1e6)
 	}
 	if r.RSA != nil {
-		fmt.Fprintf(&b, "- RSA-signing bound: %d cores ÷ %.0f µs of CPU per RSA-2048 PKCS#1 v1.5 SHA-256 signature (%d signatures in one goroutine, in %d measurements around the RS256 row; %.0f µs each by the wall clock) = %.0f signatures/s\n",
+		fmt.Fprintf(&b, "- RSA-signing bound: %d cores ÷ %.0f µs of CPU per RSA-2048 PKCS#1 v1.5 SHA-256 signature (%d signatures in one goroutine, in %d measurements: before the RS256 row, after each of its slices and after it; %.0f µs each by the wall clock) = %.0f signatures/s\n",
 			r.RSA.Cores, r.RSA.CPUPerSignUs, r.RSA.Signatures, r.RSA.measurements(), r.RSA.PerSignUs, r.RSA.PerSecond)
 		if rs := r.row("rs256"); rs != nil && rs.CaddyCPUUs > 0 {
 			fmt.Fprintf(&b, "- What bounds the RS256 row: per request Caddy used %.0f µs of CPU (the signature %.0f of them, %.0f%%), Redis %.0f µs and the load generator, on the same cores, %.0f µs; "+

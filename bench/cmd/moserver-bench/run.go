@@ -598,15 +598,27 @@ func (b *bench) rows(ctx context.Context) error {
 		b.rep.RSA = bound
 		logf("RSA bound: %d cores ÷ %.0f µs of CPU per signature = %.0f signatures/s (%.0f µs by the wall clock)", bound.Cores, bound.CPUPerSignUs, bound.PerSecond, bound.PerSignUs)
 	}
-	if _, _, err := b.measure(ctx, "rs256", "client_credentials RS256", "cc RS256", false, cc(b.sites["RS256"]), warm, dur); err != nil {
+	// The bound is measured again after each slice of the row, for as
+	// long as a slice, so that it sees the same swings of the cores' speed
+	// as the row (as the ceiling does for the other rows), and once more
+	// after the row; it is the mean over all the signatures.
+	rs := cc(b.sites["RS256"])
+	rs.afterSlice = func(int) {
+		if b.rep.RSA == nil {
+			return
+		}
+		if m, err := measureRSA(b.sites["RS256"].keyPath, dur/alternations); err == nil {
+			b.rep.RSA = b.rep.RSA.mean(m)
+		}
+	}
+	if _, _, err := b.measure(ctx, "rs256", "client_credentials RS256", "cc RS256", false, rs, warm, dur); err != nil {
 		return err
 	}
-	// And once more after the row: the bound is the mean of the two, as
-	// the row's ceiling is.
 	if b.rep.RSA != nil {
 		if after, err := measureRSA(b.sites["RS256"].keyPath, time.Second); err == nil {
 			b.rep.RSA = b.rep.RSA.mean(after)
-			logf("RSA bound after the row: %.0f µs of CPU per signature; mean bound %.0f signatures/s", after.CPUPerSignUs, b.rep.RSA.PerSecond)
+			logf("RSA bound after the row: %.0f µs of CPU per signature; mean of %d measurements: %.0f µs, bound %.0f signatures/s",
+				after.CPUPerSignUs, b.rep.RSA.measurements(), b.rep.RSA.CPUPerSignUs, b.rep.RSA.PerSecond)
 		}
 	}
 
@@ -746,7 +758,7 @@ func (b *bench) rows(ctx context.Context) error {
 			c      *redis.Client
 			before int64
 		}{{"the filled Redis", b.fillRedis.Client, fill0}, {"the twin's empty Redis", b.twinRedis.Client, twin0}} {
-			if note := doublingNote(name, r.before, r.c.DBSize(ctx).Val()); note != "" {
+			if note := doublingNote(r.name, r.before, r.c.DBSize(ctx).Val()); note != "" {
 				b.rep.Notes = append(b.rep.Notes, "During \""+name+"\": "+note)
 			}
 		}
