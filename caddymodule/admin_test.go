@@ -50,7 +50,13 @@ func opsProvisionHandler(t *testing.T, issuer string, mod func(*Handler)) (*Hand
 	if mod != nil {
 		mod(h)
 	}
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	// A configuration's context, as Caddy gives its modules: the handler
+	// joins the configuration's moserver app.
+	base, err := caddy.ProvisionContext(&caddy.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := caddy.NewContext(base)
 	t.Cleanup(cancel)
 	if err := h.Validate(); err != nil {
 		t.Fatal(err)

@@ -57,7 +57,8 @@ type AuthHandler struct {
 	// the store is unreachable; 0 (default) answers 503 instead.
 	FailOpenFor caddy.Duration `json:"fail_open_for,omitempty"`
 
-	verifier *atomic.Pointer[bearer.Verifier] // set at the first request
+	verifier *atomic.Pointer[bearer.Verifier] // set when the configuration starts
+	blocks   *Blocks                          // the configuration's moserver blocks
 	logger   *zap.Logger
 }
 
@@ -69,11 +70,18 @@ func (AuthHandler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets up logging; the moserver block is found at the first request,
-// since it may be provisioned after this handler.
+// Provision sets up logging and joins the configuration's moserver app,
+// which finds the handler's moserver block when the configuration starts
+// (the block may be provisioned after this handler).
 func (a *AuthHandler) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	a.verifier = new(atomic.Pointer[bearer.Verifier])
+	blocks, err := blocksOf(ctx)
+	if err != nil {
+		return fmt.Errorf("moserver_auth: %w", err)
+	}
+	a.blocks = blocks
+	blocks.addAuth(a)
 	return nil
 }
 
@@ -117,12 +125,14 @@ func (a *AuthHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 	return next.ServeHTTP(w, r)
 }
 
-// resolve finds the moserver block and builds the verifier once.
+// resolve finds the moserver block and builds the verifier once: when the
+// configuration starts (Blocks.Start), or at the first request should one
+// come before that.
 func (a *AuthHandler) resolve() (*bearer.Verifier, error) {
 	if v := a.verifier.Load(); v != nil {
 		return v, nil
 	}
-	sh, err := sharedFor(a.Issuer)
+	sh, err := a.blocks.find(a.Issuer)
 	if err != nil {
 		return nil, err
 	}
@@ -188,8 +198,10 @@ type sharedServer struct {
 	storeTimeout time.Duration
 }
 
-// shared holds the provisioned moserver blocks by issuer, newest last, so
-// that during a reload the new configuration's block is found.
+// shared holds the provisioned moserver blocks of every loaded
+// configuration by issuer, newest last, so that the admin API (which
+// outlives configurations) finds the new configuration's block during a
+// reload; moserver_auth handlers use their own configuration's (Blocks).
 var shared = struct {
 	sync.Mutex
 	byIssuer map[string][]*sharedServer
@@ -210,23 +222,4 @@ func unshare(s *sharedServer) {
 	} else {
 		shared.byIssuer[s.issuer] = list
 	}
-}
-
-// sharedFor finds the moserver block of an issuer, or the only one.
-func sharedFor(issuer string) (*sharedServer, error) {
-	shared.Lock()
-	defer shared.Unlock()
-	if issuer == "" {
-		if len(shared.byIssuer) != 1 {
-			return nil, fmt.Errorf("moserver_auth: %d moserver blocks are configured; name one with issuer", len(shared.byIssuer))
-		}
-		for k := range shared.byIssuer {
-			issuer = k
-		}
-	}
-	list := shared.byIssuer[issuer]
-	if len(list) == 0 {
-		return nil, fmt.Errorf("moserver_auth: no moserver block has issuer %q", issuer)
-	}
-	return list[len(list)-1], nil
 }

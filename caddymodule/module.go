@@ -238,6 +238,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.shared = &sharedServer{issuer: issuer, audiences: h.audiences(issuer, repl), signer: signer, store: st,
 		storeTimeout: time.Duration(h.StoreTimeout)}
+	blocks, err := blocksOf(ctx)
+	if err != nil {
+		return fmt.Errorf("moserver: %w", err)
+	}
+	blocks.addBlock(h.shared)
 	shareOps(h.shared, opsInfo{keep: h.longestTokenLifetime()})
 	share(h.shared)
 	return nil

@@ -1,0 +1,134 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/testutil/caddyproc"
+)
+
+// authBlockSite is a site with a moserver block of its own issuer, and
+// extra directives after it.
+func authBlockSite(port int, issuer, extra string) string {
+	return fmt.Sprintf(`http://127.0.0.1:%d {
+	moserver {
+		issuer %s
+		client %s {
+			secret %s
+			scopes profile email
+		}
+	}
+	%s
+}
+`, port, issuer, clientID, clientSecret, extra)
+}
+
+// TestAuthConfigErrorsFailAtLoad checks that a moserver_auth handler whose
+// moserver block cannot be found stops Caddy from loading the
+// configuration, with a message that says why, instead of answering 500
+// to the requests it should protect.
+func TestAuthConfigErrorsFailAtLoad(t *testing.T) {
+	const (
+		issuerA = "https://a.example/wp-json/moserver"
+		issuerB = "https://b.example/wp-json/moserver"
+	)
+	protect := func(opts string) string {
+		return "moserver_auth /api/* {\n\t\t" + opts + "\n\t}\n\trespond /api/* \"ok\" 200"
+	}
+	p1, p2 := caddyproc.FreePort(t), caddyproc.FreePort(t)
+	cases := map[string]struct {
+		sites string
+		want  string
+	}{
+		"unknown issuer": {
+			authBlockSite(p1, issuerA, protect("issuer https://nope.example/wp-json/moserver")),
+			`moserver_auth: no moserver block has issuer "https://nope.example/wp-json/moserver" (the configured issuers: ` + issuerA + `)`,
+		},
+		"two blocks, none named": {
+			authBlockSite(p1, issuerA, protect("scope profile")) + authBlockSite(p2, issuerB, ""),
+			"moserver_auth: 2 moserver blocks are configured (issuers ",
+		},
+		"no block": {
+			fmt.Sprintf("http://127.0.0.1:%d {\n\t%s\n}\n", p1, protect("scope profile")),
+			"moserver_auth: the configuration has no moserver block",
+		},
+	}
+	bin := caddyproc.Binary(t)
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := filepath.Join(dir, "Caddyfile")
+			global := "{\n\tadmin off\n\tpersist_config off\n\tauto_https off\n}\n\n"
+			if err := os.WriteFile(cfg, []byte(global+tc.sites), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, "run", "--config", cfg, "--adapter", "caddyfile")
+			cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			err := cmd.Run()
+			if ctx.Err() != nil {
+				t.Fatalf("caddy run kept running with the configuration; output:\n%s", out.String())
+			}
+			if err == nil {
+				t.Fatalf("caddy run exited 0; output:\n%s", out.String())
+			}
+			// Caddy logs the error as JSON: its quotes come escaped.
+			if !strings.Contains(strings.ReplaceAll(out.String(), `\"`, `"`), tc.want) {
+				t.Errorf("the error does not say %q; output:\n%s", tc.want, out.String())
+			}
+		})
+	}
+}
+
+// TestAuthNamesAnotherSitesBlock protects a site with the moserver block of
+// another site (named by its issuer): that block's tokens pass, the
+// site's own block's tokens do not.
+func TestAuthNamesAnotherSitesBlock(t *testing.T) {
+	const (
+		issuerA = "https://a.example/wp-json/moserver"
+		issuerB = "https://b.example/wp-json/moserver"
+	)
+	portA, portB := caddyproc.FreePort(t), caddyproc.FreePort(t)
+	cfg := authBlockSite(portA, issuerA, "") +
+		authBlockSite(portB, issuerB, "moserver_auth /api/* {\n\t\tissuer "+issuerA+"\n\t}\n\trespond /api/* \"ok\" 200")
+	baseA, baseB := fmt.Sprintf("http://127.0.0.1:%d", portA), fmt.Sprintf("http://127.0.0.1:%d", portB)
+	inst := caddyproc.Start(t, cfg, baseB+"/")
+	defer inst.Stop()
+	a, b := &site{Instance: inst, base: baseA}, &site{Instance: inst, base: baseB}
+	call := func(token string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, baseB+"/api/x", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	tokenOf := func(s *site) string {
+		t.Helper()
+		r := s.form(t, "/wp-json/moserver/token", ccValues())
+		if r.status != 200 || r.str("access_token") == "" {
+			t.Fatalf("token from %s: %d %s", s.base, r.status, r.body)
+		}
+		return r.str("access_token")
+	}
+	if got := call(tokenOf(a)); got != 200 {
+		t.Errorf("a token of the named block (%s): %d, want 200", issuerA, got)
+	}
+	if got := call(tokenOf(b)); got != 401 {
+		t.Errorf("a token of the site's own block (%s): %d, want 401", issuerB, got)
+	}
+}
