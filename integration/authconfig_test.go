@@ -83,8 +83,7 @@ func TestAuthConfigErrorsFailAtLoad(t *testing.T) {
 			if err == nil {
 				t.Fatalf("caddy run exited 0; output:\n%s", out.String())
 			}
-			// Caddy logs the error as JSON: its quotes come escaped.
-			if !strings.Contains(strings.ReplaceAll(out.String(), `\"`, `"`), tc.want) {
+			if !strings.Contains(unescaped(out.String()), tc.want) {
 				t.Errorf("the error does not say %q; output:\n%s", tc.want, out.String())
 			}
 		})
@@ -131,4 +130,32 @@ func TestAuthNamesAnotherSitesBlock(t *testing.T) {
 	if got := call(tokenOf(b)); got != 401 {
 		t.Errorf("a token of the site's own block (%s): %d, want 401", issuerB, got)
 	}
+
+	// A reload that names a block no site has is refused with the reason,
+	// and the running configuration goes on protecting the site.
+	bad := strings.Replace(cfg, "issuer "+issuerA+"\n\t}", "issuer https://gone.example/wp-json/moserver\n\t}", 1)
+	if bad == cfg {
+		t.Fatal("the test's bad configuration is the good one")
+	}
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(path, []byte("{\n\tadmin "+inst.AdminAddr+"\n\tauto_https off\n}\n\n"+bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(caddyproc.Binary(t), "reload", "--config", path, "--adapter", "caddyfile", "--address", inst.AdminAddr).CombinedOutput()
+	if err == nil {
+		t.Fatalf("caddy reload accepted a moserver_auth naming no block:\n%s", out)
+	}
+	if want := `no moserver block has issuer "https://gone.example/wp-json/moserver"`; !strings.Contains(unescaped(string(out)), want) {
+		t.Errorf("caddy reload does not say %q:\n%s", want, out)
+	}
+	if got := call(tokenOf(a)); got != 200 {
+		t.Errorf("after the refused reload, a token of the named block: %d, want 200", got)
+	}
+	if got := call(tokenOf(b)); got != 401 {
+		t.Errorf("after the refused reload, a token of the site's own block: %d, want 401", got)
+	}
 }
+
+// unescaped drops the backslashes of Caddy's JSON logs, in which an error's
+// quotes come escaped once or, in a reload's error, twice.
+func unescaped(log string) string { return strings.ReplaceAll(log, `\`, "") }
