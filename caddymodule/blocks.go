@@ -2,6 +2,8 @@ package caddymodule
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
@@ -65,36 +67,32 @@ func (b *Blocks) addAuth(a *AuthHandler) {
 	b.auths = append(b.auths, a)
 }
 
-// find returns the block of issuer, or the only block when issuer is "".
+// find returns the first block of issuer or, when issuer is "", of the
+// configuration's only issuer (several sites may share one issuer).
 func (b *Blocks) find(issuer string) (*sharedServer, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	var issuers []string
+	for _, s := range b.blocks {
+		if !slices.Contains(issuers, s.issuer) {
+			issuers = append(issuers, s.issuer)
+		}
+	}
+	slices.Sort(issuers) // servers are provisioned in no set order
 	switch {
-	case len(b.blocks) == 0:
+	case len(issuers) == 0:
 		return nil, fmt.Errorf("moserver_auth: the configuration has no moserver block, whose tokens it would check")
-	case issuer == "" && len(b.blocks) > 1:
-		return nil, fmt.Errorf("moserver_auth: %d moserver blocks are configured (issuers %s); name one with issuer", len(b.blocks), b.issuersLocked())
+	case issuer == "" && len(issuers) > 1:
+		return nil, fmt.Errorf("moserver_auth: moserver blocks of %d issuers are configured (%s); name one with issuer", len(issuers), strings.Join(issuers, ", "))
 	case issuer == "":
-		return b.blocks[0], nil
+		issuer = issuers[0]
 	}
 	for _, s := range b.blocks {
 		if s.issuer == issuer {
 			return s, nil
 		}
 	}
-	return nil, fmt.Errorf("moserver_auth: no moserver block has issuer %q (the configured issuers: %s)", issuer, b.issuersLocked())
-}
-
-// issuersLocked lists the issuers of the blocks; b.mu must be held.
-func (b *Blocks) issuersLocked() string {
-	s := ""
-	for i, x := range b.blocks {
-		if i > 0 {
-			s += ", "
-		}
-		s += x.issuer
-	}
-	return s
+	return nil, fmt.Errorf("moserver_auth: no moserver block has issuer %q (the configured issuers: %s)", issuer, strings.Join(issuers, ", "))
 }
 
 // Start builds the verifier of every moserver_auth handler of the

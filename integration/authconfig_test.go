@@ -54,7 +54,7 @@ func TestAuthConfigErrorsFailAtLoad(t *testing.T) {
 		},
 		"two blocks, none named": {
 			authBlockSite(p1, issuerA, protect("scope profile")) + authBlockSite(p2, issuerB, ""),
-			"moserver_auth: 2 moserver blocks are configured (issuers ",
+			"moserver_auth: moserver blocks of 2 issuers are configured (" + issuerA + ", " + issuerB + "); name one with issuer",
 		},
 		"no block": {
 			fmt.Sprintf("http://127.0.0.1:%d {\n\t%s\n}\n", p1, protect("scope profile")),
@@ -87,6 +87,35 @@ func TestAuthConfigErrorsFailAtLoad(t *testing.T) {
 				t.Errorf("the error does not say %q; output:\n%s", tc.want, out.String())
 			}
 		})
+	}
+}
+
+// TestAuthSharedIssuerNeedsNoName: two sites with blocks of the same issuer
+// (and so the same stored signing key) are one issuer to moserver_auth,
+// which needs no issuer option then and accepts the tokens of either.
+func TestAuthSharedIssuerNeedsNoName(t *testing.T) {
+	const issuer = "https://shared.example/wp-json/moserver"
+	portA, portB := caddyproc.FreePort(t), caddyproc.FreePort(t)
+	cfg := authBlockSite(portA, issuer, "") +
+		authBlockSite(portB, issuer, "moserver_auth /api/* {\n\t\tscope profile\n\t}\n\trespond /api/* \"ok\" 200")
+	baseA, baseB := fmt.Sprintf("http://127.0.0.1:%d", portA), fmt.Sprintf("http://127.0.0.1:%d", portB)
+	inst := caddyproc.Start(t, cfg, baseB+"/")
+	defer inst.Stop()
+	for _, s := range []*site{{Instance: inst, base: baseA}, {Instance: inst, base: baseB}} {
+		r := s.form(t, "/wp-json/moserver/token", ccValues())
+		if r.status != 200 || r.str("access_token") == "" {
+			t.Fatalf("token from %s: %d %s", s.base, r.status, r.body)
+		}
+		req, _ := http.NewRequest(http.MethodGet, baseB+"/api/x", nil)
+		req.Header.Set("Authorization", "Bearer "+r.str("access_token"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("a token of %s's block: %d, want 200", s.base, resp.StatusCode)
+		}
 	}
 }
 

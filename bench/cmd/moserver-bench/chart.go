@@ -157,12 +157,12 @@ func targetRPS(r *Report, x *Row) float64 {
 	if t := ceilingTargets[x.Key]; t > 0 {
 		return t * x.LocalCeilingRPS
 	}
-	switch x.Key {
-	case "rs256":
+	switch {
+	case x.Key == "rs256":
 		if r.RSA != nil {
 			return rsaTarget * r.RSA.PerSecond
 		}
-	case "es256_1m", "es256rt_1m":
+	case isFillRow(x.Key):
 		if x.TwinAlongsideRPS > 0 {
 			return sameTarget * x.TwinAlongsideRPS
 		}
