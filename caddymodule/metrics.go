@@ -11,10 +11,6 @@ import (
 	"github.com/caddy-moserver/caddy-moserver/internal/oauth"
 )
 
-// outcomeUnavailable is the OAuth error code the server answers when the
-// store could not be reached (503); it is also counted as a store error.
-const outcomeUnavailable = "temporarily_unavailable"
-
 // moserverMetrics are the module's Prometheus collectors. They are created
 // once per process, like Caddy's own (modules/caddyhttp/reverseproxy), and
 // registered with the metrics registry of every configuration that has a
@@ -63,11 +59,11 @@ func initMoserverMetrics() {
 		})
 		m.rateLimited = prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "rate_limited_total",
-			Help: "Client authentications refused because the failed-authentication budget was spent (429).",
+			Help: "Client authentications refused because the failed-authentication budget was spent (429; their requests count with outcome \"rate_limited\").",
 		})
 		m.storeErrors = prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "store_errors_total",
-			Help: "Token and revocation requests answered 503 temporarily_unavailable because the store could not be reached.",
+			Help: "Requests of any endpoint (token, revocation, introspection) answered 503 temporarily_unavailable because the store or the WordPress database could not answer.",
 		})
 		m.passthrough = prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "passthrough_total",
@@ -106,7 +102,8 @@ func registerMetrics(reg prometheus.Registerer) error {
 
 // metricsEvents implements oauth.Events with the Prometheus collectors. The
 // label values are bounded: grant is client_credentials or refresh_token, and
-// outcome is "issued", "revoked" or one of the server's OAuth error codes.
+// outcome is "issued", "revoked", "rate_limited" or one of the server's
+// OAuth error codes.
 type metricsEvents struct{}
 
 var _ oauth.Events = metricsEvents{}
@@ -124,20 +121,15 @@ func (metricsEvents) TokenRequest(grant, outcome string, d time.Duration) {
 	m := &moserverMetrics
 	m.tokenRequests.WithLabelValues(grant, outcome).Inc()
 	m.tokenDuration.WithLabelValues(grant).Observe(d.Seconds())
-	if outcome == outcomeUnavailable {
-		m.storeErrors.Inc()
-	}
 }
 
 func (metricsEvents) Revocation(outcome string) {
-	m := &moserverMetrics
-	m.revocations.WithLabelValues(outcome).Inc()
-	if outcome == outcomeUnavailable {
-		m.storeErrors.Inc()
-	}
+	moserverMetrics.revocations.WithLabelValues(outcome).Inc()
 }
 
 func (metricsEvents) ReplayDetected() { moserverMetrics.refreshReplays.Inc() }
 func (metricsEvents) FamilyRevoked()  { moserverMetrics.familiesRevoked.Inc() }
 func (metricsEvents) RateLimited()    { moserverMetrics.rateLimited.Inc() }
 func (metricsEvents) PassedThrough()  { moserverMetrics.passthrough.Inc() }
+
+func (metricsEvents) StoreUnavailable() { moserverMetrics.storeErrors.Inc() }

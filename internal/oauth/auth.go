@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/caddy-moserver/caddy-moserver/internal/clients"
 )
@@ -96,35 +97,51 @@ func findCredentials(r *http.Request, p params) (credentials, *Error) {
 // unknown id costs the same time as a wrong secret.
 var dummyClient = clients.Client{SecretDigest: clients.SecretDigest("no such client")}
 
-// authenticate finds and checks the client of a request.
-func (s *Server) authenticate(ctx context.Context, r *http.Request, p params) (*clients.Client, *Error) {
+// authenticate finds and checks the client of a request. The failure
+// budget is decided on the incremented count of every failure (exact under
+// bursts), and the right secret is refused only where the request's own
+// (client id, address) pair or address is over budget, so failures from
+// elsewhere never lock a client out.
+func (s *Server) authenticate(b *requestBudget, r *http.Request, p params) (*clients.Client, *Error) {
 	creds, e := findCredentials(r, p)
 	if e != nil {
 		return nil, e
 	}
 	keys := s.failureKeys(r, creds.id)
-	if e := s.throttled(ctx, &keys); e != nil {
-		return nil, e
+	now := time.Now()
+	if e := s.limiter.early(&keys, now); e != nil {
+		return nil, s.rateLimited(e)
 	}
-	client, err := s.lookupClient(ctx, creds)
+	client, err := s.lookupClient(b, creds)
 	if err != nil {
 		s.log.Error("client registry unavailable", errField(err))
 		return nil, errUnavailable()
 	}
+	ok := false
 	if client == nil {
 		dummyClient.CheckSecret(creds.secret)
-		s.recordFailure(ctx, &keys)
-		return nil, errInvalidClient(descBadCredentials, creds.basic)
-	}
-	ok := client.CheckSecret(creds.secret)
-	if creds.basic && creds.rawSecret != creds.secret {
-		ok = client.CheckSecret(creds.rawSecret) || ok
+	} else {
+		ok = client.CheckSecret(creds.secret)
+		if creds.basic && creds.rawSecret != creds.secret {
+			ok = client.CheckSecret(creds.rawSecret) || ok
+		}
 	}
 	if !ok {
-		s.recordFailure(ctx, &keys)
+		if e := s.limiter.fail(b, &keys, now); e != nil {
+			return nil, s.rateLimited(e)
+		}
 		return nil, errInvalidClient(descBadCredentials, creds.basic)
 	}
+	if e := s.limiter.admit(b, &keys, now); e != nil {
+		return nil, s.rateLimited(e)
+	}
 	return client, nil
+}
+
+// rateLimited counts a refusal for the failure budget.
+func (s *Server) rateLimited(e *Error) *Error {
+	s.cfg.Events.RateLimited()
+	return e
 }
 
 func (s *Server) lookupClient(ctx context.Context, creds credentials) (*clients.Client, error) {

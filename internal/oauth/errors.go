@@ -34,6 +34,30 @@ type Error struct {
 	Allow string
 	// basicChallenge adds WWW-Authenticate: Basic (the client used Basic auth).
 	basicChallenge bool
+	// rateLimited marks the 429 of the failed-authentication budget.
+	rateLimited bool
+}
+
+// outcomeRateLimited is the metrics outcome of a request refused for the
+// failed-authentication budget (its error code is temporarily_unavailable,
+// like a store outage's, which metrics must not confuse it with).
+const outcomeRateLimited = "rate_limited"
+
+// outcome is what metrics count the error as: its code, or rate_limited.
+func (e *Error) outcome() string {
+	if e.rateLimited {
+		return outcomeRateLimited
+	}
+	return e.Code
+}
+
+// writeError answers e and reports a 503 (a store, registry or database that
+// could not answer) as a store error, whatever the endpoint.
+func (s *Server) writeError(w http.ResponseWriter, e *Error) {
+	if e.Status == http.StatusServiceUnavailable {
+		s.cfg.Events.StoreUnavailable()
+	}
+	writeError(w, e)
 }
 
 // Error implements error.

@@ -15,8 +15,12 @@ type Events interface {
 	ReplayDetected()
 	// FamilyRevoked: a refresh family was revoked (replay or revocation).
 	FamilyRevoked()
-	// RateLimited: an authentication was refused for the failure budget.
+	// RateLimited: an authentication was refused for the failure budget
+	// (its request's outcome is "rate_limited").
 	RateLimited()
+	// StoreUnavailable: a request of any endpoint was answered 503 because
+	// the store (or the WordPress database) could not answer in time.
+	StoreUnavailable()
 	// PassedThrough: a token-endpoint request went to the next handler.
 	PassedThrough()
 }
@@ -29,4 +33,5 @@ func (noEvents) Revocation(string)                          {}
 func (noEvents) ReplayDetected()                            {}
 func (noEvents) FamilyRevoked()                             {}
 func (noEvents) RateLimited()                               {}
+func (noEvents) StoreUnavailable()                          {}
 func (noEvents) PassedThrough()                             {}

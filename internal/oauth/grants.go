@@ -68,11 +68,13 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) bool {
 	}
 
 	start := time.Now()
-	client, e := s.grant(w, r, grant, p)
+	b := s.budget(r.Context())
+	client, e := s.grant(&b, w, r, grant, p)
+	b.release()
 	outcome := "issued"
 	if e != nil {
-		outcome = e.Code
-		writeError(w, e)
+		outcome = e.outcome()
+		s.writeError(w, e)
 	}
 	elapsed := time.Since(start)
 	s.cfg.Events.TokenRequest(grant, outcome, elapsed)
@@ -93,8 +95,8 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) bool {
 
 // grant authenticates the client and runs the grant; on success it has
 // written the response.
-func (s *Server) grant(w http.ResponseWriter, r *http.Request, grant string, p params) (*clients.Client, *Error) {
-	client, e := s.authenticatedClient(w, r, p)
+func (s *Server) grant(b *requestBudget, w http.ResponseWriter, r *http.Request, grant string, p params) (*clients.Client, *Error) {
+	client, e := s.authenticatedClient(b, w, r, p)
 	if e != nil {
 		return nil, e
 	}
@@ -106,9 +108,9 @@ func (s *Server) grant(w http.ResponseWriter, r *http.Request, grant string, p p
 		resp *tokenResponse
 	)
 	if grant == clients.GrantClientCredentials {
-		resp, e = &cc, s.clientCredentials(r.Context(), &cc, client, p)
+		resp, e = &cc, s.clientCredentials(b, &cc, client, p)
 	} else {
-		resp, e = s.refresh(r.Context(), client, p)
+		resp, e = s.refresh(b, client, p)
 	}
 	if e != nil {
 		return client, e
@@ -133,8 +135,6 @@ func (s *Server) clientCredentials(ctx context.Context, resp *tokenResponse, c *
 	if c.RefreshTokens {
 		var refresh string
 		refresh, familyID = tokens.NewFamilyToken()
-		ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-		defer cancel()
 		err := s.cfg.Store.CreateFamily(ctx, store.NewFamily{
 			FamilyID:        familyID,
 			Digest:          tokens.Digest(refresh),
@@ -180,8 +180,6 @@ func (s *Server) refresh(ctx context.Context, c *clients.Client, p params) (*tok
 		return nil, errUnavailable()
 	}
 	now := s.cfg.Now()
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-	defer cancel()
 	// Rotate itself refuses families created before the client's
 	// revoked-before time (RevokeClient), in the same round trip.
 	res, err := s.cfg.Store.Rotate(ctx, store.RotateRequest{

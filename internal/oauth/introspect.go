@@ -37,17 +37,17 @@ func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) bool {
 	if !ok {
 		return true
 	}
-	client, token, e := s.authenticatedToken(w, r, p)
+	b := s.budget(r.Context())
+	defer b.release()
+	client, token, e := s.authenticatedToken(&b, w, r, p)
 	if e != nil {
-		writeError(w, e)
+		s.writeError(w, e)
 		return true
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
-	defer cancel()
-	res, err := s.introspect(ctx, client, token)
+	res, err := s.introspect(&b, client, token)
 	if err != nil {
 		s.log.Error("introspection could not read the store", zap.String("client_id", client.ID), errField(err))
-		writeError(w, errUnavailable())
+		s.writeError(w, errUnavailable())
 		return true
 	}
 	body, _ := json.Marshal(res)

@@ -175,7 +175,8 @@ func TestStoreOutageIs503(t *testing.T) {
 	srv := redistest.StartServer(t)
 	client := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1})
 	t.Cleanup(func() { _ = client.Close() })
-	f := newFixture(t, store.NewRedis(client, "outage:"), func(c *Config) { c.StoreTimeout = 500 * time.Millisecond })
+	ev := &countingEvents{counts: map[string]int{}}
+	f := newFixture(t, store.NewRedis(client, "outage:"), func(c *Config) { c.StoreTimeout = 500 * time.Millisecond; c.Events = ev })
 	rt := f.issueRefresh()
 	srv.Stop()
 	r := f.post(refreshForm(rt))
@@ -185,6 +186,11 @@ func TestStoreOutageIs503(t *testing.T) {
 	}
 	wantError(t, f.post(url.Values{"token": {rt}, "client_id": {ccID}, "client_secret": {ccSecret}}), 503, "temporarily_unavailable")
 	wantError(t, f.post(ccForm()), 503, "temporarily_unavailable") // it would issue a refresh token
+	wantError(t, f.do(formRequest(DefaultIntrospectPath, introspectForm(rt, ccID, ccSecret))), 503, "temporarily_unavailable")
+	// Every 503, whatever the endpoint, is a store error for metrics.
+	if n := ev.counts["store unavailable"]; n != 4 {
+		t.Errorf("%d store errors reported for 4 answers 503 (all: %v)", n, ev.counts)
+	}
 	// Client credentials without a refresh token do not need the store.
 	wantToken(t, f.post(url.Values{"grant_type": {"client_credentials"}, "client_id": {noRefreshID}, "client_secret": {noRefreshSec}}))
 	srv.Restart()

@@ -26,11 +26,11 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) bool {
 // authenticatedClient is how every authenticated request starts: no
 // parameter sent twice, then the client authenticated and CORS allowed for
 // its origins.
-func (s *Server) authenticatedClient(w http.ResponseWriter, r *http.Request, p params) (*clients.Client, *Error) {
+func (s *Server) authenticatedClient(b *requestBudget, w http.ResponseWriter, r *http.Request, p params) (*clients.Client, *Error) {
 	if p.duplicate != "" {
 		return nil, errDuplicate(p.duplicate)
 	}
-	client, e := s.authenticate(r.Context(), r, p)
+	client, e := s.authenticate(b, r, p)
 	if e != nil {
 		return nil, e
 	}
@@ -40,8 +40,8 @@ func (s *Server) authenticatedClient(w http.ResponseWriter, r *http.Request, p p
 
 // authenticatedToken is how revocation and introspection start:
 // authenticatedClient and a non-empty token parameter, which it returns.
-func (s *Server) authenticatedToken(w http.ResponseWriter, r *http.Request, p params) (*clients.Client, string, *Error) {
-	client, e := s.authenticatedClient(w, r, p)
+func (s *Server) authenticatedToken(b *requestBudget, w http.ResponseWriter, r *http.Request, p params) (*clients.Client, string, *Error) {
+	client, e := s.authenticatedClient(b, w, r, p)
 	if e != nil {
 		return nil, "", e
 	}
@@ -58,14 +58,15 @@ func (s *Server) authenticatedToken(w http.ResponseWriter, r *http.Request, p pa
 // client's is answered 200 and changes nothing. A revocation the store could
 // not record is a 503, never a 200.
 func (s *Server) revoke(w http.ResponseWriter, r *http.Request, p params) {
-	client, token, e := s.authenticatedToken(w, r, p)
+	b := s.budget(r.Context())
+	defer b.release()
+	client, token, e := s.authenticatedToken(&b, w, r, p)
 	if e != nil {
-		s.cfg.Events.Revocation(e.Code)
-		writeError(w, e)
+		s.cfg.Events.Revocation(e.outcome())
+		s.writeError(w, e)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
-	defer cancel()
+	ctx := &b
 	var err error
 	if familyID, ok := tokens.ParseRefresh(token); ok {
 		var out store.RevokeOutcome
@@ -80,7 +81,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, p params) {
 	if err != nil {
 		s.log.Error("revocation could not be stored", zap.String("client_id", client.ID), errField(err))
 		s.cfg.Events.Revocation("temporarily_unavailable")
-		writeError(w, errUnavailable())
+		s.writeError(w, errUnavailable())
 		return
 	}
 	s.cfg.Events.Revocation("revoked")

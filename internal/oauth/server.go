@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -51,11 +50,14 @@ type Config struct {
 	// RejectUnknownGrants answers grants the server does not own (other than
 	// authorization_code) with unsupported_grant_type instead of passing them on.
 	RejectUnknownGrants bool
-	// StoreTimeout bounds each store call; default DefaultStoreTimeout.
+	// StoreTimeout bounds the time one request spends on the store and the
+	// client registry, all its calls together; default DefaultStoreTimeout.
 	StoreTimeout time.Duration
-	// AuthFailureLimit is how many failed client authentications a client id
-	// or a client address may have in AuthFailureWindow before it is
-	// answered 429; 0 means DefaultAuthFailureLimit, negative turns it off.
+	// AuthFailureLimit is how many failed client authentications a (client
+	// id, client address) pair or a client address may have in
+	// AuthFailureWindow before it is answered 429 (a client id as a whole
+	// may have 100 times as many); 0 means DefaultAuthFailureLimit, negative
+	// turns it off.
 	AuthFailureLimit int
 	// AuthFailureWindow defaults to DefaultAuthFailureWindow.
 	AuthFailureWindow time.Duration
@@ -97,11 +99,7 @@ type Server struct {
 	metadataPath                                        string // RFC 8414 location
 	metadata                                            []byte // serialised once
 
-	// limiterPausedUntil (Unix ns) skips the failure budget while the store
-	// is failing.
-	limiterPausedUntil atomic.Int64
-	// clean remembers failure counters recently seen at zero.
-	clean cleanKeys
+	limiter *limiter // the failed-authentication budget
 }
 
 // New checks cfg, fills in defaults and returns a Server.
@@ -169,6 +167,7 @@ func New(cfg Config) (*Server, error) {
 		introspectRoute: restRoute(cfg.IntrospectPath),
 		metadataPath:    metadataPath(cfg.Issuer),
 	}
+	s.limiter = newLimiter(&s.cfg, log)
 	s.metadata = s.buildMetadata()
 	return s, nil
 }

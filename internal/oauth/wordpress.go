@@ -106,10 +106,8 @@ func (s *Server) redeemPluginRefresh(ctx context.Context, c *clients.Client, pre
 		return nil, errInvalidScope()
 	}
 	refresh, familyID := tokens.NewFamilyToken()
-	sctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-	defer cancel()
 	subject := UserSubject(row.UserID)
-	err = s.cfg.Store.CreateFamily(sctx, store.NewFamily{
+	err = s.cfg.Store.CreateFamily(ctx, store.NewFamily{
 		FamilyID: familyID, Digest: tokens.Digest(refresh), ClientID: c.ID, Subject: subject, Scope: scope,
 		IssuedAt: now, ExpiresAt: now.Add(s.cfg.RefreshTokenTTL), FamilyExpiresAt: s.familyExpiry(c, now),
 	})
@@ -119,7 +117,7 @@ func (s *Server) redeemPluginRefresh(ctx context.Context, c *clients.Client, pre
 	}
 	won, err := wp.TakePluginRefresh(ctx, row)
 	if err != nil || !won {
-		if rerr := s.cfg.Store.RevokeFamily(sctx, familyID); rerr != nil {
+		if rerr := s.cfg.Store.RevokeFamily(ctx, familyID); rerr != nil {
 			s.log.Error("revoking an unused migrated family failed", zap.String("family", familyID), errField(rerr))
 		}
 		if err != nil {

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -34,19 +35,21 @@ func (m *Memory) AuthFailures(_ context.Context, keys []string) ([]FailureCount,
 }
 
 // RecordAuthFailure implements Store.
-func (m *Memory) RecordAuthFailure(_ context.Context, keys []string, window time.Duration) error {
+func (m *Memory) RecordAuthFailure(_ context.Context, keys []string, window time.Duration) ([]FailureCount, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := millis(m.clock())
-	for _, k := range keys {
+	out := make([]FailureCount, len(keys))
+	for i, k := range keys {
 		f := m.fails[k]
 		if f.exp <= now {
 			f = memFail{exp: now + max(window.Milliseconds(), 1)}
 		}
 		f.count++
 		m.fails[k] = f
+		out[i] = FailureCount{Count: f.count, ResetIn: time.Duration(f.exp-now) * time.Millisecond}
 	}
-	return nil
+	return out, nil
 }
 
 // failKey is where a failure count lives; each its own hash slot.
@@ -85,15 +88,18 @@ func (s *Redis) AuthFailures(ctx context.Context, keys []string) ([]FailureCount
 
 // failScript counts one failure on one key and starts its window with the
 // first: INCR and the expiry are one atomic step, so a dropped connection
-// can never leave a count without an expiry. KEYS fail key; ARGV window ms.
+// can never leave a count without an expiry. It returns the count including
+// this failure and the window's remaining milliseconds.
+// KEYS fail key; ARGV window ms.
 var failScript = redis.NewScript(`
 local n = redis.call('INCR', KEYS[1])
-if n == 1 or redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return n`)
+local ttl = redis.call('PTTL', KEYS[1])
+if n == 1 or ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
+return {n, ttl}`)
 
 // RecordAuthFailure implements Store: one single-key script per key (the
 // keys are in different Cluster slots), pipelined into one round trip.
-func (s *Redis) RecordAuthFailure(ctx context.Context, keys []string, window time.Duration) error {
+func (s *Redis) RecordAuthFailure(ctx context.Context, keys []string, window time.Duration) ([]FailureCount, error) {
 	ms := max(window.Milliseconds(), 1)
 	pipe := s.c.Pipeline()
 	cmds := make([]*redis.Cmd, len(keys))
@@ -101,16 +107,23 @@ func (s *Redis) RecordAuthFailure(ctx context.Context, keys []string, window tim
 		cmds[i] = failScript.EvalSha(ctx, pipe, []string{s.failKey(k)}, ms)
 	}
 	_, _ = pipe.Exec(ctx) // errors are read per command below
+	out := make([]FailureCount, len(keys))
 	for i, cmd := range cmds {
 		err := cmd.Err()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			// First use on that node: Run loads the script. Only this key is
 			// sent again, so no failure is counted twice.
-			err = failScript.Run(ctx, s.c, []string{s.failKey(keys[i])}, ms).Err()
+			cmd = failScript.Run(ctx, s.c, []string{s.failKey(keys[i])}, ms)
+			err = cmd.Err()
 		}
 		if err != nil {
-			return unavailable("record auth failure", err)
+			return nil, unavailable("record auth failure", err)
 		}
+		vals, err := cmd.Int64Slice()
+		if err != nil || len(vals) != 2 {
+			return nil, unavailable("record auth failure", fmt.Errorf("unexpected reply %v: %w", cmd.Val(), err))
+		}
+		out[i] = FailureCount{Count: vals[0], ResetIn: time.Duration(max(vals[1], 0)) * time.Millisecond}
 	}
-	return nil
+	return out, nil
 }

@@ -191,9 +191,11 @@ type Store interface {
 	// AuthFailures returns the failed client authentications counted for
 	// each key in its current window, and when that window ends.
 	AuthFailures(ctx context.Context, keys []string) ([]FailureCount, error)
-	// RecordAuthFailure counts one failed authentication for each key; a
-	// key's window starts with its first failure and lasts window.
-	RecordAuthFailure(ctx context.Context, keys []string, window time.Duration) error
+	// RecordAuthFailure counts one failed authentication for each key and
+	// returns each key's count including it, in one atomic step per key (a
+	// burst of concurrent failures gets counts 1, 2, 3, ... and no two the
+	// same); a key's window starts with its first failure and lasts window.
+	RecordAuthFailure(ctx context.Context, keys []string, window time.Duration) ([]FailureCount, error)
 	// Close releases the store's resources.
 	Close() error
 }

@@ -51,6 +51,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ConcurrentSameTokenGrace", testConcurrentSameTokenGrace},
 		{"ConcurrentFamilies", testConcurrentFamilies},
 		{"AuthFailures", testAuthFailures},
+		{"AuthFailureBurst", testAuthFailureBurst},
 		{"CheckAccess", testCheckAccess},
 		{"RevokeClient", testRevokeClient},
 		{"RevokeClientKeep", testRevokeClientKeep},
@@ -732,13 +733,18 @@ func testAuthFailures(t *testing.T, h *harness) {
 		t.Fatalf("fresh keys: %+v, %v", counts, err)
 	}
 	const window = 400 * time.Millisecond
-	for range 3 {
-		if err := h.s.RecordAuthFailure(ctx, []string{id}, window); err != nil {
+	for i := range 3 {
+		got, err := h.s.RecordAuthFailure(ctx, []string{id}, window)
+		if err != nil {
 			t.Fatal(err)
 		}
+		if len(got) != 1 || got[0].Count != int64(i+1) || got[0].ResetIn <= 0 || got[0].ResetIn > window {
+			t.Fatalf("failure %d: RecordAuthFailure returned %+v; want count %d within the window", i+1, got, i+1)
+		}
 	}
-	if err := h.s.RecordAuthFailure(ctx, []string{id, ip}, window); err != nil {
-		t.Fatal(err)
+	got, err := h.s.RecordAuthFailure(ctx, []string{id, ip}, window)
+	if err != nil || len(got) != 2 || got[0].Count != 4 || got[1].Count != 1 {
+		t.Fatalf("RecordAuthFailure returned %+v, %v; want 4 and 1", got, err)
 	}
 	counts, err = h.s.AuthFailures(ctx, []string{id, ip})
 	if err != nil || counts[0].Count != 4 || counts[1].Count != 1 {
@@ -755,11 +761,46 @@ func testAuthFailures(t *testing.T, h *harness) {
 		t.Fatalf("after the window: %+v, %v", counts, err)
 	}
 	// A new failure starts a new window from one.
-	if err := h.s.RecordAuthFailure(ctx, []string{id}, window); err != nil {
-		t.Fatal(err)
+	if got, err := h.s.RecordAuthFailure(ctx, []string{id}, window); err != nil || got[0].Count != 1 {
+		t.Fatalf("new window: %+v, %v", got, err)
 	}
 	if counts, _ = h.s.AuthFailures(ctx, []string{id}); counts[0].Count != 1 {
 		t.Fatalf("new window: %+v", counts)
+	}
+}
+
+// testAuthFailureBurst: concurrent failures on one key each get their own
+// count, 1 to n, so a limiter deciding on the returned count lets exactly
+// its budget through, however many arrive at once.
+func testAuthFailureBurst(t *testing.T, h *harness) {
+	ctx := context.Background()
+	key := "ip:" + random()
+	const n = 200
+	counts := make([]int64, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := h.s.RecordAuthFailure(ctx, []string{key}, time.Minute)
+			if err != nil {
+				errs <- err
+				return
+			}
+			counts[i] = got[0].Count
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	slices.Sort(counts)
+	for i, c := range counts {
+		if c != int64(i+1) {
+			t.Fatalf("the %d concurrent failures got counts %v; want each of 1..%d once", n, counts, n)
+		}
 	}
 }
 
