@@ -385,6 +385,10 @@ func TestAdminFamilies(t *testing.T) {
 	if r := opsCallAdmin(t, "POST", "/moserver/revoke-family", `{"family_id":"`+ids[4]+`"}`); r.status != 200 {
 		t.Fatalf("revoke-family: %d %s", r.status, r.body)
 	}
+	// A replay: the spent token again after its successor was used.
+	if r := opsTokenRequest(t, h, opsRefreshForm(rotated.refresh)); r.status != 200 {
+		t.Fatalf("second rotation: %d %s", r.status, r.body)
+	}
 	if rep := opsTokenRequest(t, h, opsRefreshForm(refreshes[2])); rep.status != http.StatusBadRequest {
 		t.Fatalf("replay: %d %s", rep.status, rep.body)
 	}

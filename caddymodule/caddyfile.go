@@ -96,7 +96,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "refresh_token_ttl":
 			err = durationArg(d, &h.RefreshTokenTTL)
 		case "refresh_grace":
-			err = durationArg(d, &h.RefreshGrace)
+			var grace caddy.Duration
+			if err = durationArg(d, &grace); err == nil {
+				h.RefreshGrace = &grace
+			}
 		case "store_timeout":
 			err = durationArg(d, &h.StoreTimeout)
 		case "storage":

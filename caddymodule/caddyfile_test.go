@@ -59,7 +59,7 @@ func TestUnmarshalCaddyfileEveryOption(t *testing.T) {
 		JWKSPath: "/oauth/jwks", Storage: &StorageConfig{Type: "redis", URL: "redis://127.0.0.1:6379/0"},
 		KeyPrefix: "site1:", SigningKeys: []SigningKeyConfig{{File: "/etc/caddy/a.pem", KID: "kid-a"}, {File: "/etc/caddy/b.jwk"}},
 		AccessTokenTTL: caddy.Duration(10 * time.Minute), RefreshTokenTTL: caddy.Duration(14 * 24 * time.Hour),
-		RefreshGrace: caddy.Duration(5 * time.Second), StoreTimeout: caddy.Duration(750 * time.Millisecond), Audience: "https://api.example.com", UnknownGrants: "reject",
+		RefreshGrace: durationPtr(5 * time.Second), StoreTimeout: caddy.Duration(750 * time.Millisecond), Audience: "https://api.example.com", UnknownGrants: "reject",
 		Clients: []ClientConfig{{
 			ID: "demo", Secret: "{env.DEMO_SECRET}", Name: "Demo app", Scopes: []string{"profile", "email"},
 			Grants: []string{"client_credentials"}, RefreshTokens: true, Audience: "https://other.example.com",
@@ -113,7 +113,7 @@ func TestValidateNamesTheOption(t *testing.T) {
 		{func(h *Handler) { h.Issuer = "" }, "issuer"},
 		{func(h *Handler) { h.TokenPath = "token" }, "token_path"},
 		{func(h *Handler) { h.UnknownGrants = "drop" }, "unknown_grants"},
-		{func(h *Handler) { h.RefreshGrace = -1 }, "refresh_grace"},
+		{func(h *Handler) { h.RefreshGrace = durationPtr(-1) }, "refresh_grace"},
 		{func(h *Handler) { h.Storage = &StorageConfig{Type: "redis"} }, "storage redis"},
 		{func(h *Handler) { h.Storage = &StorageConfig{Type: "etcd"} }, "storage"},
 		{func(h *Handler) { h.Clients[0].Secret = "" }, "secret"},
@@ -193,4 +193,9 @@ func TestCaddyfileLogRequests(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "wrong argument count") {
 		t.Errorf("log_requests with an argument: %v", err)
 	}
+}
+
+func durationPtr(d time.Duration) *caddy.Duration {
+	v := caddy.Duration(d)
+	return &v
 }

@@ -280,7 +280,7 @@ func durabilityHandler(t *testing.T, storage *StorageConfig) *Handler {
 	h, _ := opsProvisionHandler(t, "https://example.com/wp-json/moserver", func(h *Handler) {
 		h.Storage = storage
 		h.KeyPrefix = redistest.Prefix(t)
-		h.RefreshGrace = caddy.Duration(time.Minute)
+		h.RefreshGrace = durationPtr(time.Minute)
 		h.Clients = []ClientConfig{{ID: "app", Secret: "app-secret", RefreshTokens: true}}
 	})
 	return h

@@ -98,13 +98,16 @@ func TestMetricsEvents(t *testing.T) {
 	probes := []probe{
 		{"moserver_token_requests_total", map[string]string{"grant": "client_credentials", "outcome": "issued"}, 2},
 		{"moserver_token_requests_total", map[string]string{"grant": "refresh_token", "outcome": "temporarily_unavailable"}, 1},
-		{"moserver_token_request_duration_seconds", map[string]string{"grant": "client_credentials"}, 2},
+		{"moserver_token_request_duration_seconds", map[string]string{"grant": "client_credentials"}, 3},
 		{"moserver_token_request_duration_seconds", map[string]string{"grant": "refresh_token"}, 1},
 		{"moserver_revocations_total", map[string]string{"outcome": "revoked"}, 1},
 		{"moserver_revocations_total", map[string]string{"outcome": "temporarily_unavailable"}, 1},
 		{"moserver_refresh_replays_total", nil, 1},
 		{"moserver_families_revoked_total", nil, 2},
 		{"moserver_rate_limited_total", nil, 1},
+		{"moserver_token_requests_total", map[string]string{"grant": "client_credentials", "outcome": "rate_limited"}, 1},
+		// Only StoreUnavailable counts as a store error: not a 429 (whose
+		// error code is also temporarily_unavailable).
 		{"moserver_store_errors_total", nil, 2},
 		{"moserver_passthrough_total", nil, 1},
 	}
@@ -121,6 +124,9 @@ func TestMetricsEvents(t *testing.T) {
 	ev.FamilyRevoked()
 	ev.FamilyRevoked()
 	ev.RateLimited()
+	ev.TokenRequest("client_credentials", "rate_limited", time.Millisecond)
+	ev.StoreUnavailable()
+	ev.StoreUnavailable()
 	ev.PassedThrough()
 	for i, p := range probes {
 		if got := opsMetricValue(t, reg, p.name, p.labels) - before[i]; got != p.delta {
@@ -157,9 +163,14 @@ func TestHandlerCountsInCaddyRegistry(t *testing.T) {
 	if r := opsTokenRequest(t, h, wrong); r.status != http.StatusUnauthorized {
 		t.Fatalf("wrong secret: %d", r.status)
 	}
-	if r := opsTokenRequest(t, h, opsRefreshForm(rt)); r.status != 200 {
-		t.Fatalf("refresh: %d %s", r.status, r.body)
+	rt2 := opsTokenRequest(t, h, opsRefreshForm(rt))
+	if rt2.status != 200 {
+		t.Fatalf("refresh: %d %s", rt2.status, rt2.body)
 	}
+	if r := opsTokenRequest(t, h, opsRefreshForm(rt2.refresh)); r.status != 200 {
+		t.Fatalf("second refresh: %d %s", r.status, r.body)
+	}
+	// rt's successor was used: presenting rt again is a replay.
 	if r := opsTokenRequest(t, h, opsRefreshForm(rt)); r.status != http.StatusBadRequest {
 		t.Fatalf("replay: %d %s", r.status, r.body)
 	}

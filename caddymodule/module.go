@@ -62,9 +62,12 @@ type Handler struct {
 	AccessTokenTTL caddy.Duration `json:"access_token_ttl,omitempty"`
 	// RefreshTokenTTL is the refresh-token lifetime (default 14 days).
 	RefreshTokenTTL caddy.Duration `json:"refresh_token_ttl,omitempty"`
-	// RefreshGrace lets a client that lost a refresh response retry the
-	// predecessor for this long and get the same successor (default 0: strict).
-	RefreshGrace caddy.Duration `json:"refresh_grace,omitempty"`
+	// RefreshGrace lets a client that lost a refresh response (a 503, a
+	// timeout) retry the predecessor for this long, as long as the successor
+	// has not been used, and get the same successor; presenting it after the
+	// successor was used is a replay. Absent: 2m; 0 is strict (every second
+	// presentation is a replay).
+	RefreshGrace *caddy.Duration `json:"refresh_grace,omitempty"`
 	// Audience is the default "aud" of access tokens (default: the issuer).
 	Audience string `json:"audience,omitempty"`
 	// UnknownGrants is "passthrough" (default: grants the module does not own
@@ -218,7 +221,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		IntrospectPath:      h.IntrospectPath,
 		AccessTokenTTL:      time.Duration(h.AccessTokenTTL),
 		RefreshTokenTTL:     time.Duration(h.RefreshTokenTTL),
-		RefreshGrace:        time.Duration(h.RefreshGrace),
+		RefreshGrace:        h.refreshGrace(),
 		RejectUnknownGrants: h.UnknownGrants == "reject",
 		Clients:             reg,
 		WordPress:           wp,
@@ -325,7 +328,10 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("moserver: %s %q must start with /", name, p)
 		}
 	}
-	for name, d := range map[string]caddy.Duration{"access_token_ttl": h.AccessTokenTTL, "refresh_token_ttl": h.RefreshTokenTTL, "refresh_grace": h.RefreshGrace, "store_timeout": h.StoreTimeout} {
+	if h.RefreshGrace != nil && *h.RefreshGrace < 0 {
+		return fmt.Errorf("moserver: refresh_grace must not be negative")
+	}
+	for name, d := range map[string]caddy.Duration{"access_token_ttl": h.AccessTokenTTL, "refresh_token_ttl": h.RefreshTokenTTL, "store_timeout": h.StoreTimeout} {
 		if d < 0 {
 			return fmt.Errorf("moserver: %s must not be negative", name)
 		}
@@ -417,6 +423,18 @@ func checkAbsoluteURL(option, raw string) error {
 		return fmt.Errorf("moserver: %s %q must be an absolute http(s) URL", option, raw)
 	}
 	return nil
+}
+
+// refreshGrace is the core's RefreshGrace: 0 (its default) when the option
+// is absent, negative (strict) for an explicit 0.
+func (h *Handler) refreshGrace() time.Duration {
+	switch {
+	case h.RefreshGrace == nil:
+		return 0
+	case *h.RefreshGrace == 0:
+		return -1
+	}
+	return time.Duration(*h.RefreshGrace)
 }
 
 // caddyClientIP is the client address as Caddy determined it, honouring the

@@ -172,6 +172,7 @@ func TestOperations(t *testing.T) {
 	bad.Set("client_secret", "wrong")
 	mustError(t, s.form(t, tokenPath, bad), 401, "invalid_client")
 	rt2 := mustToken(t, s.form(t, tokenPath, refreshValues(rt))).str("refresh_token")
+	rt2 = mustToken(t, s.form(t, tokenPath, refreshValues(rt2))).str("refresh_token")
 	mustError(t, s.form(t, tokenPath, refreshValues(rt)), 400, "invalid_grant") // replay: family revoked
 	if r := s.form(t, tokenPath, url.Values{"grant_type": {"authorization_code"}, "code": {"x"}}); r.header.Get("X-Upstream") != "php" {
 		t.Fatalf("authorization_code was not passed through: %d %s", r.status, r.body)
@@ -188,10 +189,10 @@ func TestOperations(t *testing.T) {
 	m := opsScrape(t, s.AdminAddr)
 	opsWantSample(t, m, `moserver_token_requests_total{grant="client_credentials",outcome="issued"}`, 3)
 	opsWantSample(t, m, `moserver_token_requests_total{grant="client_credentials",outcome="invalid_client"}`, 1)
-	opsWantSample(t, m, `moserver_token_requests_total{grant="refresh_token",outcome="issued"}`, 1)
+	opsWantSample(t, m, `moserver_token_requests_total{grant="refresh_token",outcome="issued"}`, 2)
 	opsWantSample(t, m, `moserver_token_requests_total{grant="refresh_token",outcome="invalid_grant"}`, 1)
 	opsWantSample(t, m, `moserver_token_request_duration_seconds_count{grant="client_credentials"}`, 4)
-	opsWantSample(t, m, `moserver_token_request_duration_seconds_count{grant="refresh_token"}`, 2)
+	opsWantSample(t, m, `moserver_token_request_duration_seconds_count{grant="refresh_token"}`, 3)
 	opsWantSample(t, m, `moserver_revocations_total{outcome="revoked"}`, 1)
 	opsWantSample(t, m, `moserver_refresh_replays_total`, 1)
 	opsWantSample(t, m, `moserver_families_revoked_total`, 2) // the replay and the revocation

@@ -157,6 +157,8 @@ func TestWordPressDropIn(t *testing.T) {
 		if !hex32.MatchString(next.str("access_token")) {
 			t.Errorf("rotated user token is not opaque: %q", next.str("access_token"))
 		}
+		mustToken(t, a.form(t, tokenPath, refreshValues(next.str("refresh_token"))))
+		// Its successor was used: presenting it again is a replay.
 		mustError(t, a.form(t, tokenPath, refreshValues(won.str("refresh_token"))), 400, "invalid_grant")
 	})
 

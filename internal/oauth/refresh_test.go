@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -57,14 +58,40 @@ func TestRefreshRotates(t *testing.T) {
 	})
 }
 
+// Under the default settings, a token presented again after its successor
+// was used is a replay: the family is revoked.
 func TestRefreshReplayRevokesFamily(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st store.Store) {
 		f := newFixture(t, st, nil)
 		rt1 := f.issueRefresh()
 		rt2 := wantToken(t, f.post(refreshForm(rt1))).str("refresh_token")
+		rt3 := wantToken(t, f.post(refreshForm(rt2))).str("refresh_token")
 		r := f.post(refreshForm(rt1)) // replay of a spent token
 		wantError(t, r, 400, "invalid_grant")
-		wantError(t, f.post(refreshForm(rt2)), 400, "invalid_grant") // the newest died with the family
+		wantError(t, f.post(refreshForm(rt3)), 400, "invalid_grant") // the newest died with the family
+	})
+	t.Run("strict", func(t *testing.T) {
+		f := newFixture(t, nil, func(c *Config) { c.RefreshGrace = -1 })
+		rt1 := f.issueRefresh()
+		rt2 := wantToken(t, f.post(refreshForm(rt1))).str("refresh_token")
+		wantError(t, f.post(refreshForm(rt1)), 400, "invalid_grant")
+		wantError(t, f.post(refreshForm(rt2)), 400, "invalid_grant")
+	})
+}
+
+// Under the default settings, a client that lost the answer to a refresh
+// (a 503 while the store stalled, a dropped connection) and retries the same
+// token gets the successor the store kept, not a replay alarm.
+func TestRefreshRetryByDefault(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st store.Store) {
+		f := newFixture(t, st, nil)
+		rt1 := f.issueRefresh()
+		rt2 := wantToken(t, f.post(refreshForm(rt1))).str("refresh_token")
+		f.clock.Add(90 * time.Second)
+		if got := wantToken(t, f.post(refreshForm(rt1))).str("refresh_token"); got != rt2 {
+			t.Fatal("a retry of the last refresh did not get its successor")
+		}
+		wantToken(t, f.post(refreshForm(rt2)))
 	})
 }
 
@@ -133,42 +160,54 @@ func TestRefreshErrors(t *testing.T) {
 	}
 }
 
+// Concurrent refreshes of one token yield one successor: strict, one of
+// them gets it and the others are replays; by default (a grace period) the
+// others are retries and get that same successor.
 func TestConcurrentRefreshOneWinner(t *testing.T) {
-	forEachStore(t, func(t *testing.T, st store.Store) {
-		f := newFixture(t, st, nil)
-		rt := f.issueRefresh()
-		const n = 50
-		var wg sync.WaitGroup
-		statuses := make([]int, n)
-		errs := make([]string, n)
-		start := make(chan struct{})
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				rec := httptest.NewRecorder()
-				f.srv.Handle(rec, formRequest(DefaultTokenPath, refreshForm(rt)))
-				statuses[i] = rec.Code
-				errs[i] = rec.Body.String()
-			}()
-		}
-		close(start)
-		wg.Wait()
-		ok := 0
-		for i, s := range statuses {
-			switch {
-			case s == 200:
-				ok++
-			case s == 400 && strings.Contains(errs[i], `"invalid_grant"`):
-			default:
-				t.Errorf("request %d: %d %s", i, s, errs[i])
+	for _, grace := range []time.Duration{-1, 0} {
+		forEachStore(t, func(t *testing.T, st store.Store) {
+			f := newFixture(t, st, func(c *Config) { c.RefreshGrace = grace })
+			rt := f.issueRefresh()
+			const n = 50
+			var wg sync.WaitGroup
+			statuses := make([]int, n)
+			bodies := make([]string, n)
+			start := make(chan struct{})
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					rec := httptest.NewRecorder()
+					f.srv.Handle(rec, formRequest(DefaultTokenPath, refreshForm(rt)))
+					statuses[i] = rec.Code
+					bodies[i] = rec.Body.String()
+				}()
 			}
-		}
-		if ok != 1 {
-			t.Fatalf("%d refreshes succeeded, want exactly 1", ok)
-		}
-	})
+			close(start)
+			wg.Wait()
+			ok := 0
+			successors := map[string]bool{}
+			for i, s := range statuses {
+				switch {
+				case s == 200:
+					ok++
+					var body struct {
+						RefreshToken string `json:"refresh_token"`
+					}
+					_ = json.Unmarshal([]byte(bodies[i]), &body)
+					successors[body.RefreshToken] = true
+				case s == 400 && strings.Contains(bodies[i], `"invalid_grant"`) && grace < 0:
+				default:
+					t.Errorf("grace %v, request %d: %d %s", grace, i, s, bodies[i])
+				}
+			}
+			if len(successors) != 1 || (grace < 0 && ok != 1) {
+				t.Fatalf("grace %v: %d refreshes succeeded with %d different successors; want one successor (strict: one success)",
+					grace, ok, len(successors))
+			}
+		})
+	}
 }
 
 func TestStoreOutageIs503(t *testing.T) {

@@ -29,6 +29,10 @@ const (
 	DefaultAccessTokenTTL  = time.Hour
 	DefaultRefreshTokenTTL = 14 * 24 * time.Hour
 	DefaultStoreTimeout    = time.Second
+	// DefaultRefreshGrace is long enough for a client's retries after a
+	// lost answer or a 503 (a store stall) to get the successor the store
+	// kept, and short enough that a token leaked later is a replay anyway.
+	DefaultRefreshGrace = 2 * time.Minute
 )
 
 // Config configures a Server.
@@ -45,7 +49,9 @@ type Config struct {
 	AccessTokenTTL  time.Duration // default DefaultAccessTokenTTL
 	RefreshTokenTTL time.Duration // default DefaultRefreshTokenTTL
 	// RefreshGrace lets the immediate predecessor of a family's current
-	// refresh token be retried for this long after its rotation; 0 is strict.
+	// refresh token (one whose successor has not been used) be retried for
+	// this long after its rotation and get that successor again; 0 means
+	// DefaultRefreshGrace, negative is strict (no retry: a replay).
 	RefreshGrace time.Duration
 	// RejectUnknownGrants answers grants the server does not own (other than
 	// authorization_code) with unsupported_grant_type instead of passing them on.
@@ -138,8 +144,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ClientIP == nil {
 		cfg.ClientIP = remoteIP
 	}
-	if cfg.RefreshGrace < 0 {
-		return nil, errors.New("oauth: refresh grace must not be negative")
+	switch {
+	case cfg.RefreshGrace == 0:
+		cfg.RefreshGrace = DefaultRefreshGrace
+	case cfg.RefreshGrace < 0:
+		cfg.RefreshGrace = 0 // strict, as the store takes it
 	}
 	switch cfg.UserAccessTokens {
 	case "":

@@ -112,6 +112,28 @@ func (s *Server) Stop() {
 	s.proc = nil
 }
 
+// Pause stops the server process (SIGSTOP): its connections stay open and
+// what is sent to it waits, unanswered, until Resume, as in a stall.
+func (s *Server) Pause() { s.signal("-STOP") }
+
+// Resume continues a server Pause stopped (SIGCONT); it then runs what was
+// sent to it meanwhile.
+func (s *Server) Resume() { s.signal("-CONT") }
+
+// signal sends a signal with kill(1), which keeps this file free of signal
+// constants that only Unix has.
+func (s *Server) signal(sig string) {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		s.t.Fatal("redistest: the server is not running")
+	}
+	if out, err := exec.Command("kill", sig, strconv.Itoa(s.proc.Pid)).CombinedOutput(); err != nil {
+		s.t.Fatalf("redistest: kill %s: %v %s", sig, err, out)
+	}
+}
+
 // Restart stops the server if it runs and starts it again, empty, on the
 // same address, failing the test if it does not come up.
 func (s *Server) Restart() {

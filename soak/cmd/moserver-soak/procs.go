@@ -44,6 +44,8 @@ type caddyServer struct {
 
 // buildCaddyfile renders the soak's Caddyfile: one moserver site on a
 // loopback port with the private Redis, and the admin endpoint on another.
+// refresh_grace is 0 (strict) because the soak checks that a second
+// presentation of a token, even right after its rotation, is refused.
 func buildCaddyfile(adminPort, port int, redisAddr, storageDir string) string {
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%[1]d
@@ -60,6 +62,7 @@ http://127.0.0.1:%[2]d {
 		issuer http://127.0.0.1:%[2]d/wp-json/moserver
 		storage redis redis://%[3]s/0
 		key_prefix soak:
+		refresh_grace 0
 		client %[5]s {
 			secret %[6]s
 			scopes profile email
