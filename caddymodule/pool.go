@@ -162,7 +162,9 @@ func poolRedis(client redis.UniversalClient, prefix string, ack store.RedisOptio
 	return pooledStore{Store: st, client: client}, nil
 }
 
-// failFast fills in the fail-fast settings a URL left unset (zero).
+// failFast fills in the fail-fast settings a URL left unset (zero). The
+// clients also honour the deadline of each request's context
+// (ContextTimeoutEnabled): a request spends one store_timeout in total.
 func failFast(dial *time.Duration, dialerRetries, maxRetries *int, read, write *time.Duration, readTimeout time.Duration) {
 	setIfZero(dial, redisDialTimeout)
 	setIfZero(dialerRetries, redisDialerRetries)
@@ -196,6 +198,9 @@ func newRedisStore(rawURL, prefix string, ack store.RedisOptions) (caddy.Destruc
 		MaxRetries:    redisMaxRetries,
 		ReadTimeout:   readTimeout(ack),
 		WriteTimeout:  redisIOTimeout,
+		// A request's store_timeout deadline bounds its commands' reads and
+		// writes, not only the fixed timeouts.
+		ContextTimeoutEnabled: true,
 	})
 	return poolRedis(client, prefix, ack, "redis", zap.String("addr", opts.Addr))
 }
@@ -223,6 +228,7 @@ func clusterOptions(rawURL string) (*redis.ClusterOptions, error) {
 		return nil, fmt.Errorf("moserver: storage redis_cluster: %w", err)
 	}
 	failFast(&opts.DialTimeout, &opts.DialerRetries, &opts.MaxRetries, &opts.ReadTimeout, &opts.WriteTimeout, redisIOTimeout)
+	opts.ContextTimeoutEnabled = true
 	return opts, nil
 }
 
@@ -346,6 +352,7 @@ func sentinelOptions(rawURL string, readTimeout time.Duration) (*redis.FailoverO
 		opts.TLSConfig.ServerName = ""
 	}
 	failFast(&opts.DialTimeout, &opts.DialerRetries, &opts.MaxRetries, &opts.ReadTimeout, &opts.WriteTimeout, readTimeout)
+	opts.ContextTimeoutEnabled = true
 	return opts, nil
 }
 
