@@ -25,6 +25,7 @@ type Memory struct {
 	jtis     map[string]int64 // jti -> expiry in Unix ms
 	clients  map[string]memClient
 	fails    map[string]memFail
+	codes    map[string]*memCode // code digest -> its binding and redemptions
 	// index: client id -> familyIndexMember of each of its families, as
 	// the Redis per-client sorted set.
 	index map[string]map[string]struct{}
@@ -74,6 +75,7 @@ func NewMemory() *Memory {
 		jtis:     make(map[string]int64),
 		clients:  make(map[string]memClient),
 		fails:    make(map[string]memFail),
+		codes:    make(map[string]*memCode),
 		index:    make(map[string]map[string]struct{}),
 		clock:    time.Now,
 		stop:     make(chan struct{}),
@@ -127,6 +129,7 @@ func (m *Memory) sweep() {
 			delete(m.fails, k)
 		}
 	}
+	m.sweepCodes(now)
 }
 
 // family returns the live family record or nil; m.mu must be held.

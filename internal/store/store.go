@@ -196,6 +196,8 @@ type Store interface {
 	// burst of concurrent failures gets counts 1, 2, 3, ... and no two the
 	// same); a key's window starts with its first failure and lasts window.
 	RecordAuthFailure(ctx context.Context, keys []string, window time.Duration) ([]FailureCount, error)
+	// The authorization codes' bindings and redemptions.
+	CodeRecords
 	// Close releases the store's resources.
 	Close() error
 }

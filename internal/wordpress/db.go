@@ -62,7 +62,7 @@ type DB struct {
 
 // tables holds the quoted names of the tables this package uses.
 type tables struct {
-	clients, scopes, refresh, access, keys, options, users, usermeta string
+	clients, scopes, refresh, access, codes, keys, options, users, usermeta string
 }
 
 // Table name suffixes, appended to the prefix.
@@ -71,6 +71,7 @@ const (
 	tblScopes   = "moos_oauth_scopes"
 	tblRefresh  = "moos_oauth_refresh_tokens"
 	tblAccess   = "moos_oauth_access_tokens"
+	tblCodes    = "moos_oauth_authorization_codes"
 	tblKeys     = "moos_oauth_public_keys"
 	tblOptions  = "options"
 	tblUsers    = "users"
@@ -159,6 +160,7 @@ func Open(dsn, tablePrefix string, opts Options) (*DB, error) {
 			clients:  table(tablePrefix, tblClients),
 			scopes:   table(tablePrefix, tblScopes),
 			refresh:  table(tablePrefix, tblRefresh),
+			codes:    table(tablePrefix, tblCodes),
 			access:   table(tablePrefix, tblAccess),
 			keys:     table(tablePrefix, tblKeys),
 			options:  table(tablePrefix, tblOptions),

@@ -52,6 +52,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ConcurrentFamilies", testConcurrentFamilies},
 		{"AuthFailures", testAuthFailures},
 		{"AuthFailureBurst", testAuthFailureBurst},
+		{"CodeRecords", testCodeRecords},
 		{"CheckAccess", testCheckAccess},
 		{"RevokeClient", testRevokeClient},
 		{"RevokeClientKeep", testRevokeClientKeep},
@@ -801,6 +802,51 @@ func testAuthFailureBurst(t *testing.T, h *harness) {
 		if c != int64(i+1) {
 			t.Fatalf("the %d concurrent failures got counts %v; want each of 1..%d once", n, counts, n)
 		}
+	}
+}
+
+// testCodeRecords: a code's binding and its redemptions are kept for their
+// time and apart from every other code's.
+func testCodeRecords(t *testing.T, h *harness) {
+	ctx := context.Background()
+	code, other := random(), random()
+	if b, err := h.s.CodeBinding(ctx, code); err != nil || b != nil {
+		t.Fatalf("unbound code: %+v, %v", b, err)
+	}
+	want := store.CodeBinding{ClientID: "app", RedirectURI: "https://app.example/cb", Nonce: `n"'\\ü`,
+		CodeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", CodeChallengeMethod: "S256"}
+	if err := h.s.PutCodeBinding(ctx, code, want, 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := h.s.CodeBinding(ctx, code); err != nil || b == nil || *b != want {
+		t.Fatalf("binding %+v, %v; want %+v", b, err, want)
+	}
+	if b, _ := h.s.CodeBinding(ctx, other); b != nil {
+		t.Fatalf("another code has a binding: %+v", b)
+	}
+
+	if rs, err := h.s.Redemptions(ctx, code); err != nil || len(rs) != 0 {
+		t.Fatalf("redemptions of a fresh code: %+v, %v", rs, err)
+	}
+	exp := time.Now().Add(time.Hour).Truncate(time.Second).UTC()
+	first := store.Redemption{FamilyID: "fam1", AccessJTI: "jti1", AccessExpiresAt: exp}
+	second := store.Redemption{SealedAccess: []byte{0, 1, 2, 255}}
+	for _, r := range []store.Redemption{first, second} {
+		if err := h.s.AddRedemption(ctx, code, r, 300*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs, err := h.s.Redemptions(ctx, code)
+	if err != nil || len(rs) != 2 || rs[0].FamilyID != "fam1" || rs[0].AccessJTI != "jti1" ||
+		!rs[0].AccessExpiresAt.Equal(exp) || !bytes.Equal(rs[1].SealedAccess, second.SealedAccess) {
+		t.Fatalf("redemptions %+v, %v", rs, err)
+	}
+	time.Sleep(450 * time.Millisecond)
+	if b, _ := h.s.CodeBinding(ctx, code); b != nil {
+		t.Errorf("binding outlived its time: %+v", b)
+	}
+	if rs, _ := h.s.Redemptions(ctx, code); len(rs) != 0 {
+		t.Errorf("redemptions outlived their time: %+v", rs)
 	}
 }
 
