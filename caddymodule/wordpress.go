@@ -131,6 +131,25 @@ func (w *wordpressSite) InsertAccessToken(ctx context.Context, token, clientID s
 }
 
 // IDToken implements oauth.WordPress.
-func (w *wordpressSite) IDToken(ctx context.Context, clientID string, userID int64, issuedAt, expires time.Time) (string, error) {
-	return w.db.IDToken(ctx, w.issuer, clientID, userID, issuedAt, expires)
+func (w *wordpressSite) IDToken(ctx context.Context, clientID string, userID int64, issuedAt, expires time.Time, nonce string) (string, error) {
+	return w.db.IDToken(ctx, w.issuer, clientID, userID, issuedAt, expires, nonce)
+}
+
+// LookupAuthCode implements oauth.WordPress.
+func (w *wordpressSite) LookupAuthCode(ctx context.Context, code string) (*oauth.AuthCode, error) {
+	row, err := w.db.LookupAuthCode(ctx, code)
+	if err != nil || row == nil {
+		return nil, err
+	}
+	return &oauth.AuthCode{ClientID: row.ClientID, UserID: row.UserID, RedirectURI: row.RedirectURI, Expires: row.Expires, Scope: row.Scope}, nil
+}
+
+// TakeAuthCode implements oauth.WordPress.
+func (w *wordpressSite) TakeAuthCode(ctx context.Context, code string) (bool, error) {
+	return w.db.TakeAuthCode(ctx, code)
+}
+
+// DeleteAccessToken implements oauth.WordPress.
+func (w *wordpressSite) DeleteAccessToken(ctx context.Context, token string) error {
+	return w.db.DeleteAccessToken(ctx, token)
 }

@@ -18,6 +18,9 @@ import (
 const (
 	GrantClientCredentials = "client_credentials"
 	GrantRefreshToken      = "refresh_token"
+	// GrantAuthorizationCode redeems the WordPress plugin's authorization
+	// codes; the plugin's own clients have it.
+	GrantAuthorizationCode = "authorization_code"
 )
 
 // DefaultScopes are the scopes a client gets when none are configured: the
@@ -45,6 +48,8 @@ type Client struct {
 	// CORSOrigins are the browser origins ("scheme://host[:port]") allowed to
 	// call the token endpoint as this client.
 	CORSOrigins []string
+	// RequirePKCE refuses authorization codes not bound to a PKCE challenge.
+	RequirePKCE bool
 }
 
 // SecretDigest returns the SHA-256 digest of a client secret.

@@ -15,8 +15,9 @@ import (
 	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
 )
 
-// grantAuthorizationCode is the plugin's own grant, always left to PHP.
-const grantAuthorizationCode = "authorization_code"
+// grantAuthorizationCode is the plugin's own grant: answered with the
+// plugin's codes when WordPress is configured, otherwise left to PHP.
+const grantAuthorizationCode = clients.GrantAuthorizationCode
 
 // tokenResponse is a successful token response, its members in the order the
 // plugin sends them.
@@ -54,9 +55,11 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) bool {
 		}
 		return true
 	case grantAuthorizationCode:
-		restoreBody(r, body)
-		s.cfg.Events.PassedThrough()
-		return false
+		if s.cfg.WordPress == nil { // the codes are PHP's: leave them to it
+			restoreBody(r, body)
+			s.cfg.Events.PassedThrough()
+			return false
+		}
 	default:
 		if s.cfg.RejectUnknownGrants {
 			writeError(w, &Error{Status: http.StatusBadRequest, Code: "unsupported_grant_type", Description: descUnsupportedGrant})
@@ -107,9 +110,12 @@ func (s *Server) grant(b *requestBudget, w http.ResponseWriter, r *http.Request,
 		cc   tokenResponse // on the stack: nothing keeps it
 		resp *tokenResponse
 	)
-	if grant == clients.GrantClientCredentials {
+	switch grant {
+	case clients.GrantClientCredentials:
 		resp, e = &cc, s.clientCredentials(b, &cc, client, p)
-	} else {
+	case clients.GrantAuthorizationCode:
+		resp, e = s.exchangeCode(b, client, p)
+	default:
 		resp, e = s.refresh(b, client, p)
 	}
 	if e != nil {
@@ -255,6 +261,11 @@ func (s *Server) issue(ctx context.Context, resp *tokenResponse, c *clients.Clie
 
 // mintAccess signs the access token of resp.
 func (s *Server) mintAccess(resp *tokenResponse, c *clients.Client, subject, familyID string, now time.Time) *Error {
+	return s.mintAccessID(resp, c, subject, familyID, tokens.NewID(16), now)
+}
+
+// mintAccessID is mintAccess with the token's jti chosen by the caller.
+func (s *Server) mintAccessID(resp *tokenResponse, c *clients.Client, subject, familyID, jti string, now time.Time) *Error {
 	ttl := s.accessTTL(c)
 	aud := c.Audience
 	if aud == "" {
@@ -267,7 +278,7 @@ func (s *Server) mintAccess(resp *tokenResponse, c *clients.Client, subject, fam
 		ClientID:  c.ID,
 		IssuedAt:  now,
 		ExpiresAt: now.Add(ttl),
-		JTI:       tokens.NewID(16),
+		JTI:       jti,
 		Scope:     resp.Scope,
 		FamilyID:  familyID,
 	})

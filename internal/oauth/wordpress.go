@@ -41,8 +41,28 @@ type WordPress interface {
 	// does, so its resource endpoint accepts it.
 	InsertAccessToken(ctx context.Context, token, clientID string, userID int64, expires time.Time, scope string) error
 	// IDToken mints an OpenID Connect id_token for the user, signed with the
-	// client's own key and carrying the plugin's claims.
-	IDToken(ctx context.Context, clientID string, userID int64, issuedAt, expires time.Time) (string, error)
+	// client's own key and carrying the plugin's claims, and nonce when it
+	// is not empty.
+	IDToken(ctx context.Context, clientID string, userID int64, issuedAt, expires time.Time, nonce string) (string, error)
+	// LookupAuthCode finds the plugin's row of an authorization code, byte
+	// for byte; nil, nil when there is none.
+	LookupAuthCode(ctx context.Context, code string) (*AuthCode, error)
+	// TakeAuthCode deletes the row of a code and reports whether this call
+	// deleted it: of any number of concurrent callers, in any number of
+	// processes, exactly one gets true.
+	TakeAuthCode(ctx context.Context, code string) (bool, error)
+	// DeleteAccessToken removes an opaque access token from the plugin's
+	// table, so its resource endpoint no longer accepts it.
+	DeleteAccessToken(ctx context.Context, token string) error
+}
+
+// AuthCode is the plugin's row of an authorization code.
+type AuthCode struct {
+	ClientID    string
+	UserID      int64
+	RedirectURI string // "" when the authorize request sent none
+	Expires     time.Time
+	Scope       string
 }
 
 // userSubjectPrefix marks the store subject of a family that belongs to a
@@ -163,7 +183,7 @@ func (s *Server) issueForUser(ctx context.Context, resp *tokenResponse, c *clien
 		resp.AccessToken, resp.ExpiresIn, resp.TokenType = at, int64(ttl/time.Second), "Bearer"
 	}
 	if hasWord(resp.Scope, "openid") {
-		idt, err := s.cfg.WordPress.IDToken(ctx, c.ID, userID, now, now.Add(ttl))
+		idt, err := s.cfg.WordPress.IDToken(ctx, c.ID, userID, now, now.Add(ttl), "")
 		if err != nil {
 			s.log.Error("minting an id_token failed", zap.String("client_id", c.ID), errField(err))
 			return errUnavailable()

@@ -36,14 +36,16 @@ type idTokenClaims struct {
 	Nickname    string `json:"nickname"`
 	DisplayName string `json:"display_name"`
 	Avatar      string `json:"avatar"`
+	Nonce       string `json:"nonce,omitempty"`
 }
 
 // IDToken mints an OpenID Connect id_token for a user the way the plugin
 // does: header {"typ":"JWT","alg":...,"kid":<client_id>}, signed with the
 // client's RSA key from <prefix>moos_oauth_public_keys (RS256), or with the
 // client secret (HS256); iss is issuer + "/" + client_id. It is minted for
-// this one request and user; nothing is shared between requests.
-func (d *DB) IDToken(ctx context.Context, issuer, clientID string, userID int64, issuedAt, expires time.Time) (string, error) {
+// this one request and user; nothing is shared between requests. nonce,
+// when not empty, is the last claim, as the plugin puts it.
+func (d *DB) IDToken(ctx context.Context, issuer, clientID string, userID int64, issuedAt, expires time.Time, nonce string) (string, error) {
 	user, err := d.User(ctx, userID)
 	if err != nil {
 		return "", err
@@ -60,7 +62,7 @@ func (d *DB) IDToken(ctx context.Context, issuer, clientID string, userID int64,
 		Audience: clientID, IDUpper: user.ID, ID: user.ID,
 		IssuedAt: issuedAt.Unix(), Expires: expires.Unix(), AuthTime: issuedAt.Unix(),
 		Email: user.Email, Username: user.Login, FirstName: user.FirstName, LastName: user.LastName,
-		Nickname: user.Nickname, DisplayName: user.DisplayName, Avatar: avatar(user.Email, issuer),
+		Nickname: user.Nickname, DisplayName: user.DisplayName, Avatar: avatar(user.Email, issuer), Nonce: nonce,
 	})
 	if err != nil {
 		return "", fmt.Errorf("wordpress: id_token claims: %w", err)

@@ -47,7 +47,7 @@ type RegistryOptions struct {
 	Logger *zap.Logger
 
 	// Grants are the grant types every client may use. Default
-	// clients.DefaultGrants.
+	// clients.DefaultGrants and the plugin's own authorization_code.
 	Grants []string
 	// RefreshTokens makes client_credentials issue refresh tokens too.
 	RefreshTokens bool
@@ -134,7 +134,7 @@ func NewRegistry(db *DB, opts RegistryOptions) *Registry {
 		opts.Logger = zap.NewNop()
 	}
 	if opts.Grants == nil {
-		opts.Grants = clients.DefaultGrants
+		opts.Grants = append(slices.Clone(clients.DefaultGrants), clients.GrantAuthorizationCode)
 	}
 	opts.Grants = slices.Clone(opts.Grants)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -103,7 +103,7 @@ func TestRegistryLoad(t *testing.T) {
 	if !slices.Equal(c.Scopes, []string{"email", "profile"}) {
 		t.Fatalf("scopes = %v", c.Scopes)
 	}
-	if !slices.Equal(c.Grants, clients.DefaultGrants) || !c.RefreshTokens || c.AccessTokenTTL != 10*time.Minute || c.Audience != "api://wp" {
+	if !slices.Equal(c.Grants, append(slices.Clone(clients.DefaultGrants), clients.GrantAuthorizationCode)) || !c.RefreshTokens || c.AccessTokenTTL != 10*time.Minute || c.Audience != "api://wp" {
 		t.Fatalf("template fields not applied: %+v", c)
 	}
 	if !slices.Equal(c.CORSOrigins, []string{"http://127.0.0.1:18099"}) {
