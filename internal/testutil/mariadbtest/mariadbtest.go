@@ -319,6 +319,14 @@ func InsertRefreshToken(t testing.TB, db *sql.DB, prefix, token, clientID string
 		token, clientID, userID, expires.UTC().Truncate(time.Second), scope)
 }
 
+// InsertAuthCode inserts an authorization-code row as the plugin writes it
+// at authorize; expires is written in UTC.
+func InsertAuthCode(t testing.TB, db *sql.DB, prefix, code, clientID string, userID int64, redirectURI string, expires time.Time, scope string) {
+	t.Helper()
+	Exec(t, db, "INSERT INTO `"+prefix+"moos_oauth_authorization_codes` (authorization_code, client_id, user_id, redirect_uri, expires, scope, id_token) VALUES (?, ?, ?, ?, ?, ?, '')",
+		code, clientID, userID, redirectURI, expires.UTC().Truncate(time.Second), scope)
+}
+
 // InsertPublicKey inserts a moos_oauth_public_keys row.
 func InsertPublicKey(t testing.TB, db *sql.DB, prefix, clientID, algorithm, publicPEM, privatePEM string) {
 	t.Helper()
