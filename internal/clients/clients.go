@@ -48,8 +48,29 @@ type Client struct {
 	// CORSOrigins are the browser origins ("scheme://host[:port]") allowed to
 	// call the token endpoint as this client.
 	CORSOrigins []string
-	// RequirePKCE refuses authorization codes not bound to a PKCE challenge.
+	// RedirectURIs are the client's registered redirect URIs (the plugin's
+	// redirect_uri column), where an authorize request may be sent back.
+	RedirectURIs []string
+	// RequirePKCE refuses authorize requests without a PKCE challenge, and
+	// authorization codes not bound to one.
 	RequirePKCE bool
+	// Public clients have no secret (single-page and mobile apps): they
+	// authenticate with client_id alone, only for the authorization code
+	// (always with PKCE) and refresh token grants.
+	Public bool
+}
+
+// RegisteredRedirect returns the redirect URI an authorize request goes back
+// to: the one it names when that is registered (byte for byte), the first
+// registered one when it names none, and ok false otherwise.
+func (c *Client) RegisteredRedirect(requested string) (string, bool) {
+	if requested == "" {
+		if len(c.RedirectURIs) == 0 {
+			return "", false
+		}
+		return c.RedirectURIs[0], true
+	}
+	return requested, slices.Contains(c.RedirectURIs, requested)
 }
 
 // SecretDigest returns the SHA-256 digest of a client secret.

@@ -87,10 +87,7 @@ func findCredentials(r *http.Request, p params) (credentials, *Error) {
 	if c.id == "" {
 		return c, errInvalidClient(descNoCredentials, false)
 	}
-	if !c.hasSecret {
-		return c, errInvalidClient(descMustAuthenticate, false)
-	}
-	return c, nil
+	return c, nil // without a secret, only a public client authenticates
 }
 
 // dummyClient is compared against when the client id is unknown, so an
@@ -116,6 +113,14 @@ func (s *Server) authenticate(b *requestBudget, r *http.Request, p params) (*cli
 	if err != nil {
 		s.log.Error("client registry unavailable", errField(err))
 		return nil, errUnavailable()
+	}
+	if !creds.hasSecret {
+		// A public client identifies itself by its id alone (RFC 6749
+		// §2.1); any other client must send its secret.
+		if client == nil || !client.Public {
+			return nil, errInvalidClient(descMustAuthenticate, false)
+		}
+		return client, nil
 	}
 	ok := false
 	if client == nil {

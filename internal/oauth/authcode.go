@@ -81,7 +81,7 @@ func (s *Server) exchangeCode(ctx context.Context, c *clients.Client, p params) 
 	if row.ClientID != c.ID || (binding != nil && binding.ClientID != c.ID) {
 		return nil, errInvalidGrant(descBadCode)
 	}
-	if e := checkVerifier(binding, p, c); e != nil {
+	if e := checkVerifier(binding, p, s.clientNeedsPKCE(c)); e != nil {
 		return nil, e
 	}
 	granted := row.Scope
@@ -104,9 +104,9 @@ func (s *Server) exchangeCode(ctx context.Context, c *clients.Client, p params) 
 // checkVerifier checks PKCE (RFC 7636, S256 only): a code bound to a
 // challenge needs the matching code_verifier; a code without one is refused
 // when the client must use PKCE.
-func checkVerifier(b *store.CodeBinding, p params, c *clients.Client) *Error {
+func checkVerifier(b *store.CodeBinding, p params, needsPKCE bool) *Error {
 	if b == nil || b.CodeChallenge == "" {
-		if c.RequirePKCE {
+		if needsPKCE {
 			return errInvalidGrant(descPKCERequired)
 		}
 		return nil

@@ -103,7 +103,7 @@ func (s *Server) grant(b *requestBudget, w http.ResponseWriter, r *http.Request,
 	if e != nil {
 		return nil, e
 	}
-	if !client.AllowsGrant(grant) {
+	if !client.AllowsGrant(grant) || (client.Public && grant == clients.GrantClientCredentials) {
 		return client, &Error{Status: http.StatusBadRequest, Code: "unauthorized_client", Description: descUnauthorizedGrant}
 	}
 	var (

@@ -74,6 +74,10 @@ type Config struct {
 	// WordPress, when set, makes the plugin's refresh tokens redeemable and
 	// issues WordPress users' tokens the way the plugin's endpoints expect.
 	WordPress WordPress
+	// RequirePKCE makes every client use PKCE (S256) for authorization
+	// codes; RequirePKCEFor names the clients that must, when not all.
+	RequirePKCE    bool
+	RequirePKCEFor []string
 	// UserAccessTokens is UserAccessOpaque (default: rows in the plugin's
 	// access-token table) or UserAccessJWT, for tokens of WordPress users.
 	UserAccessTokens string

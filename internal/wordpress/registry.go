@@ -315,6 +315,7 @@ func (r *Registry) build(data *clientData) (*snapshot, []skippedRow) {
 			Audience:       r.opts.Audience,
 			AccessTokenTTL: r.opts.AccessTokenTTL,
 			CORSOrigins:    origins,
+			RedirectURIs:   strings.Fields(row.redirectURI),
 		}
 	}
 	return snap, skipped
