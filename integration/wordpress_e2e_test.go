@@ -292,6 +292,17 @@ func newWordPressTree(t *testing.T, dsn, base string) string {
 	if err := os.Symlink(theme, filepath.Join(tree, "wp-content", "themes", e2eTheme)); err != nil {
 		t.Fatal(err)
 	}
+	// A must-use plugin that routes nothing unless a test asks (see the file).
+	probe, err := filepath.Abs(filepath.Join("testdata", "wordpress", "mu-plugins", "moserver-e2e-probe.php"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(tree, "wp-content", "mu-plugins"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(probe, filepath.Join(tree, "wp-content", "mu-plugins", filepath.Base(probe))); err != nil {
+		t.Fatal(err)
+	}
 
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
