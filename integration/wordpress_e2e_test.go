@@ -5,6 +5,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -43,30 +44,8 @@ import (
 // The WordPress tree is private to the test (see newWordPressTree); the
 // machine's /etc/wordpress, Apache and php-fpm service are never used.
 func TestWordPressE2E(t *testing.T) {
-	fpmBin, phpBin := requireWordPressPackages(t)
-
-	port := caddyproc.FreePort(t)
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	title := "moserver e2e " + mariadbtest.RandomToken(t)[:8]
-
-	dsn := mariadbtest.Start(t)
-	db := mariadbtest.OpenDB(t, dsn)
-	// The plugin's tables. CreatePluginTables also makes minimal wp_users,
-	// wp_usermeta and wp_options for the tests without WordPress; here WordPress
-	// makes its own (it refuses to install while any of its tables exists), and
-	// the plugin's option is set again once it has.
-	mariadbtest.CreatePluginTables(t, db, "wp_")
-	for _, table := range []string{"wp_users", "wp_usermeta", "wp_options"} {
-		mariadbtest.Exec(t, db, "DROP TABLE `"+table+"`")
-	}
-
-	tree := newWordPressTree(t, dsn, base)
-	admin := installWordPress(t, phpBin, tree, title)
-	mariadbtest.SetOption(t, db, "wp_", mariadbtest.OptSecretEncrypted, "1")
-	var dbAdmin int64
-	if err := db.QueryRow("SELECT ID FROM wp_users WHERE user_login = 'admin'").Scan(&dbAdmin); err != nil || dbAdmin != admin {
-		t.Fatalf("admin user: install said %d, wp_users has %d (%v)", admin, dbAdmin, err)
-	}
+	wp := startWordPress(t)
+	base, title, db, admin := wp.base, wp.title, wp.db, wp.admin
 
 	const clientName = "E2E Client"
 	mariadbtest.InsertClient(t, db, "wp_", mariadbtest.Client{Name: clientName, ID: clientID, Secret: clientSecret,
@@ -74,22 +53,7 @@ func TestWordPressE2E(t *testing.T) {
 	refresh := mariadbtest.RandomToken(t)
 	mariadbtest.InsertRefreshToken(t, db, "wp_", refresh, clientID, admin, time.Now().Add(14*24*time.Hour), "profile email")
 
-	fpm := startPHPFPM(t, fpmBin)
-	cfg := fmt.Sprintf(`http://127.0.0.1:%d {
-	root * %s
-	moserver {
-		issuer %s/wp-json/moserver
-		storage redis %s
-		key_prefix %s
-		wordpress "%s" {
-			table_prefix wp_
-		}
-	}
-	php_fastcgi unix/%s
-	file_server
-}
-`, port, tree, base, redisURL(t), redistest.Prefix(t), dsn, fpm)
-	caddyproc.Start(t, cfg, base+"/")
+	caddyproc.Start(t, wp.caddyfile(t, ""), base+"/")
 	c := &e2eClient{t: t, base: base}
 
 	t.Run("WordPress pages come through", func(t *testing.T) {
@@ -201,6 +165,70 @@ func TestWordPressE2E(t *testing.T) {
 	})
 }
 
+// wordpressSite is a private WordPress (Debian's package, php-fpm, MariaDB)
+// ready to be served by Caddy on port at base.
+type wordpressSite struct {
+	port        int
+	base, title string
+	dsn, tree   string
+	fpm         string // php-fpm's socket
+	db          *sql.DB
+	admin       int64 // the admin user's id
+}
+
+// startWordPress installs WordPress with pretty permalinks and the plugin's
+// tables on a fresh database and starts php-fpm for it; the caller starts Caddy.
+func startWordPress(t *testing.T) *wordpressSite {
+	t.Helper()
+	fpmBin, phpBin := requireWordPressPackages(t)
+
+	port := caddyproc.FreePort(t)
+	wp := &wordpressSite{port: port, base: fmt.Sprintf("http://127.0.0.1:%d", port),
+		title: "moserver e2e " + mariadbtest.RandomToken(t)[:8]}
+
+	wp.dsn = mariadbtest.Start(t)
+	wp.db = mariadbtest.OpenDB(t, wp.dsn)
+	// The plugin's tables. CreatePluginTables also makes minimal wp_users,
+	// wp_usermeta and wp_options for the tests without WordPress; here WordPress
+	// makes its own (it refuses to install while any of its tables exists), and
+	// the plugin's option is set again once it has.
+	mariadbtest.CreatePluginTables(t, wp.db, "wp_")
+	for _, table := range []string{"wp_users", "wp_usermeta", "wp_options"} {
+		mariadbtest.Exec(t, wp.db, "DROP TABLE `"+table+"`")
+	}
+
+	wp.tree = newWordPressTree(t, wp.dsn, wp.base)
+	wp.admin = installWordPress(t, phpBin, wp.tree, wp.title)
+	mariadbtest.SetOption(t, wp.db, "wp_", mariadbtest.OptSecretEncrypted, "1")
+	var dbAdmin int64
+	if err := wp.db.QueryRow("SELECT ID FROM wp_users WHERE user_login = 'admin'").Scan(&dbAdmin); err != nil || dbAdmin != wp.admin {
+		t.Fatalf("admin user: install said %d, wp_users has %d (%v)", wp.admin, dbAdmin, err)
+	}
+	wp.fpm = startPHPFPM(t, fpmBin)
+	return wp
+}
+
+// caddyfile is the site as the README has it: moserver (reading this
+// WordPress's clients and refresh tokens, on its own Redis keys) before
+// php_fastcgi. extra is appended (more site blocks).
+func (wp *wordpressSite) caddyfile(t *testing.T, extra string) string {
+	t.Helper()
+	return fmt.Sprintf(`http://127.0.0.1:%d {
+	root * %s
+	moserver {
+		issuer %s/wp-json/moserver
+		storage redis %s
+		key_prefix %s
+		wordpress "%s" {
+			table_prefix wp_
+		}
+	}
+	php_fastcgi unix/%s
+	file_server
+}
+%s`, wp.port, wp.tree, wp.base, redisURL(t), redistest.Prefix(t), wp.dsn, wp.fpm, extra)
+}
+
 // requireWordPressPackages fails the test, saying what to install, unless
 // Debian's wordpress, php-fpm and php-mysql are there; it returns the
 // php-fpm and php CLI binaries.
@@ -262,6 +290,17 @@ func newWordPressTree(t *testing.T, dsn, base string) string {
 		}
 	}
 	if err := os.Symlink(theme, filepath.Join(tree, "wp-content", "themes", e2eTheme)); err != nil {
+		t.Fatal(err)
+	}
+	// A must-use plugin that routes nothing unless a test asks (see the file).
+	probe, err := filepath.Abs(filepath.Join("testdata", "wordpress", "mu-plugins", "moserver-e2e-probe.php"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(tree, "wp-content", "mu-plugins"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(probe, filepath.Join(tree, "wp-content", "mu-plugins", filepath.Base(probe))); err != nil {
 		t.Fatal(err)
 	}
 

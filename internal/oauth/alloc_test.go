@@ -57,3 +57,23 @@ func TestClientCredentialsAllocations(t *testing.T) {
 		t.Logf("%s: %.0f allocations", name, allocs)
 	}
 }
+
+// TestPassOnAllocations: sorting out a request that is WordPress's (not one
+// of the endpoints in any form) allocates nothing, form bodies aside.
+func TestPassOnAllocations(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	for _, target := range []string{"/", "/sample-page/", "/wp-content/themes/x/style.css?ver=6.1",
+		"/wp-json/wp/v2/posts?per_page=10&_embed", "/?rest_route=/wp/v2/posts&page=2", "/index.php/wp-json/",
+		"/wp-admin/admin-ajax.php?action=heartbeat"} {
+		req := httptest.NewRequest(http.MethodGet, target, nil)
+		w := &discardWriter{h: http.Header{}}
+		allocs := testing.AllocsPerRun(100, func() {
+			if f.srv.Handle(w, req) {
+				t.Fatalf("GET %s answered", target)
+			}
+		})
+		if allocs > 0 {
+			t.Errorf("GET %s: %.0f allocations, want none", target, allocs)
+		}
+	}
+}

@@ -62,9 +62,19 @@ func (s *Server) Authorize(w http.ResponseWriter, r *http.Request) (http.Respons
 	return &bindingWriter{ResponseWriter: w, srv: s, ctx: r.Context(), binding: b, state: q.Get("state")}, false
 }
 
-// isAuthorize reports whether r addresses the authorize endpoint.
+// isAuthorize reports whether r addresses the authorize endpoint. The
+// plugin's own test is strict (its authorize handler compares the whole URL
+// with <home>/wp-json/moserver/authorize; the rest_route form only counts on
+// the site root), so this one is too. A code whose request this misses is
+// simply unbound: it redeems without nonce, and not at all where PKCE is
+// required.
 func (s *Server) isAuthorize(r *http.Request) bool {
-	return matches(r, DefaultAuthorizePath, restRoute(DefaultAuthorizePath))
+	if r.URL.Path == DefaultAuthorizePath {
+		return true
+	}
+	return (r.URL.Path == "/" || r.URL.Path == "/index.php") &&
+		strings.Contains(r.URL.RawQuery, "rest_route=") &&
+		r.URL.Query().Get("rest_route") == strings.TrimPrefix(DefaultAuthorizePath, "/wp-json")
 }
 
 // pkceRequired reports whether the client named by an authorize request

@@ -33,7 +33,7 @@ type tokenResponse struct {
 // serveToken answers the token endpoint, or leaves the request to the next
 // handler (returning false) when the grant is not one the server owns.
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) bool {
-	if answered, post := onlyPost(w, r); !post {
+	if answered, post := s.onlyPost(w, r, epToken); !post {
 		return answered
 	}
 	p, body, ok := s.readParams(w, r)
@@ -56,18 +56,14 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	case grantAuthorizationCode:
 		if s.cfg.WordPress == nil { // the codes are PHP's: leave them to it
-			restoreBody(r, body)
-			s.cfg.Events.PassedThrough()
-			return false
+			return s.passGrant(w, r, body)
 		}
 	default:
 		if s.cfg.RejectUnknownGrants {
 			writeError(w, &Error{Status: http.StatusBadRequest, Code: "unsupported_grant_type", Description: descUnsupportedGrant})
 			return true
 		}
-		restoreBody(r, body)
-		s.cfg.Events.PassedThrough()
-		return false
+		return s.passGrant(w, r, body)
 	}
 
 	start := time.Now()
@@ -94,6 +90,18 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) bool {
 			zap.String("outcome", outcome), zap.Duration("duration", elapsed))
 	}
 	return true
+}
+
+// passGrant leaves a token request for a grant the server does not own to
+// the next handler, with its body as it arrived, unless WordPress would route
+// it to another of the endpoints (passOn), and reports whether it answered.
+func (s *Server) passGrant(w http.ResponseWriter, r *http.Request, body string) bool {
+	if !s.passOn(w, r, epToken, body) {
+		return true
+	}
+	restoreBody(r, body)
+	s.cfg.Events.PassedThrough()
+	return false
 }
 
 // grant authenticates the client and runs the grant; on success it has

@@ -30,7 +30,7 @@ type introspection struct {
 // own tokens: anything revoked, expired, another client's or unknown is
 // {"active":false}.
 func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) bool {
-	if answered, post := onlyPost(w, r); !post {
+	if answered, post := s.onlyPost(w, r, epIntrospect); !post {
 		return answered
 	}
 	p, _, ok := s.readParams(w, r)

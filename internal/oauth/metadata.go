@@ -64,7 +64,7 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) bool {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
 	case http.MethodOptions:
-		return false
+		return !s.passOn(w, r, 0, "")
 	default:
 		writeError(w, errMethod("GET, HEAD"))
 		return true

@@ -13,7 +13,7 @@ import (
 
 // serveRevoke answers the RFC 7009 revocation endpoint.
 func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) bool {
-	if answered, post := onlyPost(w, r); !post {
+	if answered, post := s.onlyPost(w, r, epRevoke); !post {
 		return answered
 	}
 	p, _, ok := s.readParams(w, r)

@@ -105,9 +105,9 @@ type Server struct {
 	cfg Config
 	log *zap.Logger
 
-	tokenRoute, revokeRoute, jwksRoute, introspectRoute string // rest_route forms, "" if none
-	metadataPath                                        string // RFC 8414 location
-	metadata                                            []byte // serialised once
+	routes       router // the endpoints' paths and WordPress routes
+	metadataPath string // RFC 8414 location
+	metadata     []byte // serialised once
 
 	limiter *limiter // the failed-authentication budget
 }
@@ -167,18 +167,19 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Events == nil {
 		cfg.Events = noEvents{}
 	}
+	routes, err := newRouter([numEndpoints]string{cfg.TokenPath, cfg.RevokePath, cfg.JWKSPath, cfg.IntrospectPath})
+	if err != nil {
+		return nil, err
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = zap.NewNop()
 	}
 	s := &Server{
-		cfg:             cfg,
-		log:             log,
-		tokenRoute:      restRoute(cfg.TokenPath),
-		revokeRoute:     restRoute(cfg.RevokePath),
-		jwksRoute:       restRoute(cfg.JWKSPath),
-		introspectRoute: restRoute(cfg.IntrospectPath),
-		metadataPath:    metadataPath(cfg.Issuer),
+		cfg:          cfg,
+		log:          log,
+		routes:       routes,
+		metadataPath: metadataPath(cfg.Issuer),
 	}
 	s.limiter = newLimiter(&s.cfg, log)
 	s.metadata = s.buildMetadata()
@@ -191,55 +192,43 @@ func setDefault(s *string, def string) {
 	}
 }
 
-// restRoute gives the plain-permalink form of a /wp-json/ path: WordPress
-// answers /?rest_route=/moserver/token like /wp-json/moserver/token.
-func restRoute(path string) string {
-	if r, ok := strings.CutPrefix(path, "/wp-json/"); ok {
-		return "/" + r
-	}
-	return ""
-}
-
-// matches reports whether the request addresses path or its rest_route form.
-func matches(r *http.Request, path, route string) bool {
-	if r.URL.Path == path {
-		return true
-	}
-	if route == "" || (r.URL.Path != "/" && r.URL.Path != "/index.php") ||
-		!strings.Contains(r.URL.RawQuery, "rest_route=") {
-		return false
-	}
-	return r.URL.Query().Get("rest_route") == route
-}
-
 // Handle answers the request if it is one of the server's own and reports
-// whether it did. When it returns false the request, body included, is as it
-// arrived and belongs to the next handler.
+// whether it did: a request to one of the endpoints in any form WordPress
+// would route to it (route.go). When it returns false the request belongs
+// to the next handler, body included as it arrived (a form body too large
+// to read is cut off before a rest_route parameter; see formGuard).
 func (s *Server) Handle(w http.ResponseWriter, r *http.Request) bool {
-	switch {
-	case matches(r, s.cfg.TokenPath, s.tokenRoute):
-		return s.serveToken(w, r)
-	case matches(r, s.cfg.RevokePath, s.revokeRoute):
-		return s.serveRevoke(w, r)
-	case matches(r, s.cfg.JWKSPath, s.jwksRoute):
-		return s.serveJWKS(w, r)
-	case matches(r, s.cfg.IntrospectPath, s.introspectRoute):
-		return s.serveIntrospect(w, r)
-	case r.URL.Path == s.metadataPath:
-		return s.serveMetadata(w, r)
+	ep := s.routes.exact(r.URL.Path)
+	if ep == 0 {
+		if r.URL.Path == s.metadataPath {
+			return s.serveMetadata(w, r)
+		}
+		var answered bool
+		if ep, answered = s.routed(w, r); ep == 0 {
+			return answered
+		}
 	}
-	return false
+	switch ep {
+	case epToken:
+		return s.serveToken(w, r)
+	case epRevoke:
+		return s.serveRevoke(w, r)
+	case epJWKS:
+		return s.serveJWKS(w, r)
+	default:
+		return s.serveIntrospect(w, r)
+	}
 }
 
-// onlyPost sorts a request to a POST-only endpoint: post is true for a POST;
-// otherwise answered reports whether it was answered (405), or left to the
-// next handler (OPTIONS: WordPress answers CORS preflights).
-func onlyPost(w http.ResponseWriter, r *http.Request) (answered, post bool) {
+// onlyPost sorts a request to the POST-only endpoint ep: post is true for a
+// POST; otherwise answered reports whether it was answered (405), or left to
+// the next handler (OPTIONS: WordPress answers CORS preflights; see passOn).
+func (s *Server) onlyPost(w http.ResponseWriter, r *http.Request, ep endpoint) (answered, post bool) {
 	switch r.Method {
 	case http.MethodPost:
 		return false, true
 	case http.MethodOptions:
-		return false, false
+		return !s.passOn(w, r, ep, ""), false
 	default:
 		writeError(w, errMethod(http.MethodPost))
 		return true, false
@@ -277,7 +266,7 @@ func restoreBody(r *http.Request, body string) {
 func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) bool {
 	switch r.Method {
 	case http.MethodOptions:
-		return false
+		return !s.passOn(w, r, epJWKS, "")
 	case http.MethodGet, http.MethodHead:
 	default:
 		writeError(w, errMethod("GET, HEAD"))
