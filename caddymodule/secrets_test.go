@@ -95,3 +95,23 @@ func TestConfigErrorsHideCredentials(t *testing.T) {
 		t.Logf("%s: %s", tc.name, msg)
 	}
 }
+
+// A client whose secret is empty is refused when the configuration loads,
+// whether the secret is given plainly (through a placeholder that expands
+// to nothing) or as the SHA-256 of the empty string; the error names it.
+func TestEmptyClientSecretRefused(t *testing.T) {
+	const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+	t.Setenv("MOSERVER_TEST_EMPTY", "")
+	t.Setenv("MOSERVER_TEST_EMPTY_SHA256", emptySHA256)
+	for name, cc := range map[string]ClientConfig{
+		"secret through an empty placeholder": {ID: "empty-app", Secret: "{env.MOSERVER_TEST_EMPTY}"},
+		"secret_sha256 of the empty string":   {ID: "empty-app", SecretSHA256: emptySHA256},
+		"secret_sha256 in capitals":           {ID: "empty-app", SecretSHA256: strings.ToUpper(emptySHA256)},
+		"secret_sha256 through a placeholder": {ID: "empty-app", SecretSHA256: "{env.MOSERVER_TEST_EMPTY_SHA256}"},
+	} {
+		err := provisionError(t, func(h *Handler) { h.Clients = []ClientConfig{cc} })
+		if err == nil || !strings.Contains(err.Error(), `client "empty-app"`) || !strings.Contains(err.Error(), "empty") {
+			t.Errorf("%s: got %v, want an error naming the client and the empty secret", name, err)
+		}
+	}
+}
