@@ -115,7 +115,7 @@ func TestDocumentedSamples(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cid, _ := tok.Get("client_id"); cid != clientID || tok.Subject() != clientID {
+		if cid, _ := tok.Get("client_id"); cid != clientID || tok.Subject() != "client:"+clientID {
 			t.Errorf("client_id %v sub %v", cid, tok.Subject())
 		}
 	})
