@@ -49,6 +49,7 @@ commands:
   build   build ./caddy ($CADDY_VERSION + $MODULE) with xcaddy $XCADDY_VERSION;
           skipped when ./caddy exists and .caddy.hash matches the sources (FORCE_BUILD=1 to force)
   run     build, then exec ./caddy run --config Caddyfile.example --adapter caddyfile
+          (MOSERVER_DEMO_SECRET, the demo client's secret, defaults to demo-secret)
   test    install missing system packages, gofmt check, go vet, build,
           go test -race -count=1 ./... against the built binary, fuzz targets
   bench   build, then the end-to-end load benchmark of issue 5 (ceiling, client_credentials per
@@ -189,6 +190,12 @@ cmd_build() {
 cmd_run() {
 	cmd_build
 	[[ -f Caddyfile.example ]] || die "Caddyfile.example not found in $ROOT"
+	# The example reads its demo client's secret at load time ({env.MOSERVER_DEMO_SECRET}),
+	# so that it stays out of Caddy's autosaved config; the demo default is set here.
+	if [[ -z "${MOSERVER_DEMO_SECRET:-}" ]]; then
+		export MOSERVER_DEMO_SECRET=demo-secret
+		log "MOSERVER_DEMO_SECRET is unset: the demo client's secret is demo-secret"
+	fi
 	log "exec ./caddy run --config Caddyfile.example --adapter caddyfile"
 	exec ./caddy run --config Caddyfile.example --adapter caddyfile
 }

@@ -464,8 +464,10 @@ func (h *Handler) Cleanup() error {
 }
 
 // ServeHTTP answers the token, revocation and JWKS endpoints and passes
-// every other request to next.
+// every other request to next, without the X-Moserver-* headers a client
+// sent (see removeForgedIdentity).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	removeForgedIdentity(r)
 	if h.server.Handle(w, r) {
 		return nil
 	}
