@@ -73,6 +73,12 @@ type Handler struct {
 	// UnknownGrants is "passthrough" (default: grants the module does not own
 	// go to the next handler) or "reject" (answered unsupported_grant_type).
 	UnknownGrants string `json:"unknown_grants,omitempty"`
+	// RequirePKCE makes every client use PKCE (S256) with the plugin's
+	// authorization codes: an authorize request without code_challenge is
+	// refused before PHP, and a code not bound to one is not redeemed.
+	RequirePKCE bool `json:"require_pkce,omitempty"`
+	// RequirePKCEClients names the clients that must use PKCE, when not all.
+	RequirePKCEClients []string `json:"require_pkce_clients,omitempty"`
 	// Clients are the OAuth clients declared in the configuration.
 	Clients []ClientConfig `json:"clients,omitempty"`
 	// StoreTimeout bounds every store call of a request (default 1s): with
@@ -168,6 +174,13 @@ type ClientConfig struct {
 	AccessTokenTTL caddy.Duration `json:"access_token_ttl,omitempty"`
 	// CORSOrigins are browser origins allowed to call the endpoints as this client.
 	CORSOrigins []string `json:"cors_origins,omitempty"`
+	// RedirectURIs are where an authorize request the module refuses may be
+	// sent back (the plugin's clients have theirs in WordPress).
+	RedirectURIs []string `json:"redirect_uris,omitempty"`
+	// Public marks a client without a secret (single-page and mobile apps):
+	// it authenticates with its id alone, must use PKCE, and may use only
+	// authorization_code and refresh_token.
+	Public bool `json:"public,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -223,6 +236,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		RefreshTokenTTL:     time.Duration(h.RefreshTokenTTL),
 		RefreshGrace:        h.refreshGrace(),
 		RejectUnknownGrants: h.UnknownGrants == "reject",
+		RequirePKCE:         h.RequirePKCE,
+		RequirePKCEFor:      h.RequirePKCEClients,
 		Clients:             reg,
 		WordPress:           wp,
 		UserAccessTokens:    userTokens,
@@ -285,8 +300,13 @@ func (h *Handler) buildClients(repl *caddy.Replacer) (clients.Static, error) {
 			RefreshTokens:  cc.RefreshTokens,
 			Audience:       repl.ReplaceKnown(cc.Audience, ""),
 			AccessTokenTTL: time.Duration(cc.AccessTokenTTL),
+			RedirectURIs:   cc.RedirectURIs,
+			Public:         cc.Public,
+			RequirePKCE:    cc.Public,
 		}
-		if cc.SecretSHA256 != "" {
+		if cc.Public {
+			c.Grants = orDefault(cc.Grants, []string{clients.GrantAuthorizationCode, clients.GrantRefreshToken})
+		} else if cc.SecretSHA256 != "" {
 			d, err := clients.ParseSecretDigest(repl.ReplaceKnown(cc.SecretSHA256, ""))
 			if err != nil {
 				return nil, fmt.Errorf("moserver: client %q: %w", cc.ID, err)
@@ -398,12 +418,18 @@ func validateClient(c ClientConfig) error {
 	if strings.HasPrefix(c.ID, "wp-user:") {
 		return fmt.Errorf("moserver: client %q: ids starting with wp-user: are reserved", c.ID)
 	}
-	if (c.Secret == "") == (c.SecretSHA256 == "") {
-		return fmt.Errorf("moserver: client %q needs exactly one of secret or secret_sha256", c.ID)
+	if c.Public && (c.Secret != "" || c.SecretSHA256 != "") {
+		return fmt.Errorf("moserver: client %q: a public client has no secret", c.ID)
+	}
+	if !c.Public && (c.Secret == "") == (c.SecretSHA256 == "") {
+		return fmt.Errorf("moserver: client %q needs exactly one of secret or secret_sha256 (or is public)", c.ID)
 	}
 	for _, g := range c.Grants {
-		if g != clients.GrantClientCredentials && g != clients.GrantRefreshToken {
-			return fmt.Errorf("moserver: client %q: grants: %q is not client_credentials or refresh_token", c.ID, g)
+		switch {
+		case g == clients.GrantClientCredentials && c.Public:
+			return fmt.Errorf("moserver: client %q: a public client cannot use client_credentials", c.ID)
+		case g != clients.GrantClientCredentials && g != clients.GrantRefreshToken && g != clients.GrantAuthorizationCode:
+			return fmt.Errorf("moserver: client %q: grants: %q is not client_credentials, refresh_token or authorization_code", c.ID, g)
 		}
 	}
 	for _, s := range c.Scopes {
@@ -469,6 +495,10 @@ func (h *Handler) Cleanup() error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	removeForgedIdentity(r)
 	if h.server.Handle(w, r) {
+		return nil
+	}
+	w, answered := h.server.Authorize(w, r)
+	if answered {
 		return nil
 	}
 	return next.ServeHTTP(w, r)

@@ -29,6 +29,9 @@ type WordPressConfig struct {
 	// RefreshTokens makes client_credentials issue refresh tokens to
 	// WordPress clients too.
 	RefreshTokens bool `json:"refresh_tokens,omitempty"`
+	// PublicClients are the ids of the plugin's clients that are public
+	// (single-page and mobile apps): no secret, PKCE required.
+	PublicClients []string `json:"public_clients,omitempty"`
 }
 
 // validate checks the wordpress block, if there is one.
@@ -93,6 +96,7 @@ func openWordPress(cfg *WordPressConfig, issuer string, repl *caddy.Replacer, lo
 		RefreshInterval: time.Duration(cfg.RefreshInterval),
 		Logger:          log.Named("wordpress"),
 		RefreshTokens:   cfg.RefreshTokens,
+		PublicClients:   cfg.PublicClients,
 	})
 	return &wordpressSite{db: db, registry: reg, issuer: issuer, poolKey: key}, nil
 }
