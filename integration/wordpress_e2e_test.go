@@ -151,15 +151,15 @@ func TestWordPressE2E(t *testing.T) {
 		}
 	})
 
-	t.Run("authorization_code goes to WordPress", func(t *testing.T) {
+	t.Run("authorization_code is answered by the module", func(t *testing.T) {
 		c := c.with(t)
 		v := url.Values{"grant_type": {"authorization_code"}, "code": {mariadbtest.RandomToken(t)},
 			"redirect_uri": {base + "/callback"}, "client_id": {clientID}, "client_secret": {clientSecret}}
 		for _, path := range []string{tokenPath, "/?rest_route=/moserver/token"} {
 			r := c.form(path, v)
-			// Without the plugin, WordPress has no such route: its own 404, so PHP answered.
-			if code, _ := r.json["code"].(string); r.status != 404 || code != "rest_no_route" {
-				t.Errorf("POST %s authorization_code = %d %s, want WordPress's 404 rest_no_route", path, r.status, r.body)
+			// An unknown code: the module's RFC 6749 error, not WordPress's 404.
+			if r.status != 400 || r.str("error") != "invalid_grant" {
+				t.Errorf("POST %s authorization_code = %d %s, want the module's 400 invalid_grant", path, r.status, r.body)
 			}
 		}
 	})
