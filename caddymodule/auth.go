@@ -107,7 +107,7 @@ func (a *AuthHandler) Provision(ctx caddy.Context) error {
 	a.verifier = new(atomic.Pointer[bearer.Verifier])
 	blocks, err := blocksOf(ctx)
 	if err != nil {
-		return fmt.Errorf("moserver_auth: %w", err)
+		return err
 	}
 	a.blocks = blocks
 	blocks.addAuth(a)
@@ -118,11 +118,11 @@ func (a *AuthHandler) Provision(ctx caddy.Context) error {
 func (a *AuthHandler) Validate() error {
 	for _, s := range a.Scopes {
 		if s == "" || strings.ContainsAny(s, "\" \\") {
-			return fmt.Errorf("moserver_auth: scope %q is not a valid scope", s)
+			return fmt.Errorf("scope %q is not a valid scope", s)
 		}
 	}
 	if a.FailOpenFor < 0 {
-		return fmt.Errorf("moserver_auth: fail_open_for must not be negative")
+		return fmt.Errorf("fail_open_for must not be negative")
 	}
 	return nil
 }

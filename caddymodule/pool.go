@@ -109,14 +109,14 @@ func (c *StorageConfig) redisOptions() store.RedisOptions {
 // store_timeout (0: its default).
 func (c *StorageConfig) validateAck(storeTimeout caddy.Duration) error {
 	if c.MinReplicasAck < 0 {
-		return fmt.Errorf("moserver: min_replicas_ack must not be negative")
+		return fmt.Errorf("min_replicas_ack must not be negative")
 	}
 	if c.MinReplicasAckTimeout < 0 {
-		return fmt.Errorf("moserver: min_replicas_ack timeout must not be negative")
+		return fmt.Errorf("min_replicas_ack timeout must not be negative")
 	}
 	if c.MinReplicasAck == 0 {
 		if c.MinReplicasAckTimeout != 0 {
-			return fmt.Errorf("moserver: a min_replicas_ack timeout needs min_replicas_ack")
+			return fmt.Errorf("a min_replicas_ack timeout needs min_replicas_ack")
 		}
 		return nil
 	}
@@ -125,15 +125,15 @@ func (c *StorageConfig) validateAck(storeTimeout caddy.Duration) error {
 	case "redis_cluster":
 		// WAIT counts the replicas of the server it runs on, and a cluster
 		// client sends it to any master, not to the one that wrote.
-		return fmt.Errorf("moserver: min_replicas_ack works with storage redis and redis_sentinel, not redis_cluster")
+		return fmt.Errorf("min_replicas_ack works with storage redis and redis_sentinel, not redis_cluster")
 	default:
-		return fmt.Errorf("moserver: min_replicas_ack needs storage redis or redis_sentinel")
+		return fmt.Errorf("min_replicas_ack needs storage redis or redis_sentinel")
 	}
 	if storeTimeout == 0 {
 		storeTimeout = caddy.Duration(oauth.DefaultStoreTimeout)
 	}
 	if wait := c.redisOptions().AckTimeout; wait >= time.Duration(storeTimeout) {
-		return fmt.Errorf("moserver: the min_replicas_ack timeout (%v) must be shorter than store_timeout (%v)",
+		return fmt.Errorf("the min_replicas_ack timeout (%v) must be shorter than store_timeout (%v)",
 			wait, time.Duration(storeTimeout))
 	}
 	return nil
@@ -152,7 +152,7 @@ func poolRedis(client redis.UniversalClient, prefix string, ack store.RedisOptio
 	st, err := store.NewRedisWithOptions(client, prefix, ack)
 	if err != nil {
 		_ = client.Close()
-		return nil, fmt.Errorf("moserver: storage %s: %w", kind, err)
+		return nil, fmt.Errorf("storage %s: %w", kind, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -185,7 +185,7 @@ func setIfZero[T comparable](p *T, v T) {
 func newRedisStore(rawURL, prefix string, ack store.RedisOptions) (caddy.Destructor, error) {
 	opts, err := redis.ParseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("moserver: storage redis: %w", withoutCredentials(err, rawURL, func(u string) error {
+		return nil, fmt.Errorf("storage redis: %w", withoutCredentials(err, rawURL, func(u string) error {
 			_, err := redis.ParseURL(u)
 			return err
 		}))
@@ -228,7 +228,7 @@ func newRedisClusterStore(rawURL, prefix string, ack store.RedisOptions) (caddy.
 func clusterOptions(rawURL string) (*redis.ClusterOptions, error) {
 	opts, err := redis.ParseClusterURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("moserver: storage redis_cluster: %w", withoutCredentials(err, rawURL, func(u string) error {
+		return nil, fmt.Errorf("storage redis_cluster: %w", withoutCredentials(err, rawURL, func(u string) error {
 			_, err := redis.ParseClusterURL(u)
 			return err
 		}))
@@ -274,7 +274,7 @@ const defaultSentinelPort = "26379"
 func sentinelOptions(rawURL string, readTimeout time.Duration) (*redis.FailoverOptions, error) {
 	opts, err := parseSentinelURL(rawURL, readTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("moserver: storage redis_sentinel: %w", withoutCredentials(err, rawURL, func(u string) error {
+		return nil, fmt.Errorf("storage redis_sentinel: %w", withoutCredentials(err, rawURL, func(u string) error {
 			_, err := parseSentinelURL(u, readTimeout)
 			return err
 		}))
