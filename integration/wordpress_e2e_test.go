@@ -34,8 +34,9 @@ import (
 // TestWordPressE2E runs a real WordPress (Debian's wordpress package, PHP-FPM,
 // MariaDB) behind the built Caddy: php_fastcgi after moserver, as in the
 // README. The plugin's PHP is not installed (it is not in Debian), only its
-// tables, so whatever reaches PHP at /wp-json/moserver/... is answered by
-// WordPress itself with 404 rest_no_route.
+// tables and a stand-in for its authorize step (testdata/wordpress/mu-plugins,
+// see TestWordPressLogin), so whatever else reaches PHP at /wp-json/moserver/...
+// is answered by WordPress itself with 404 rest_no_route.
 //
 // Needs, besides MariaDB and redis-server: the Debian packages wordpress,
 // php-fpm and php-mysql (./xcaddy.sh test installs them when missing). The test
@@ -292,16 +293,23 @@ func newWordPressTree(t *testing.T, dsn, base string) string {
 	if err := os.Symlink(theme, filepath.Join(tree, "wp-content", "themes", e2eTheme)); err != nil {
 		t.Fatal(err)
 	}
-	// A must-use plugin that routes nothing unless a test asks (see the file).
-	probe, err := filepath.Abs(filepath.Join("testdata", "wordpress", "mu-plugins", "moserver-e2e-probe.php"))
-	if err != nil {
-		t.Fatal(err)
+	// The must-use plugins: a route probe that routes nothing unless a test
+	// asks, and the stand-in for the plugin's authorize step (see the files).
+	muPlugins, err := filepath.Glob(filepath.Join("testdata", "wordpress", "mu-plugins", "*.php"))
+	if err != nil || len(muPlugins) == 0 {
+		t.Fatalf("no must-use plugins in testdata/wordpress/mu-plugins (%v)", err)
 	}
 	if err := os.MkdirAll(filepath.Join(tree, "wp-content", "mu-plugins"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(probe, filepath.Join(tree, "wp-content", "mu-plugins", filepath.Base(probe))); err != nil {
-		t.Fatal(err)
+	for _, p := range muPlugins {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(abs, filepath.Join(tree, "wp-content", "mu-plugins", filepath.Base(p))); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	cfg, err := mysql.ParseDSN(dsn)
