@@ -173,8 +173,11 @@ type wordpressSite struct {
 	base, title string
 	dsn, tree   string
 	fpm         string // php-fpm's socket
+	php         string // the php CLI
 	db          *sql.DB
 	admin       int64 // the admin user's id
+	// adminPassword logs the admin user in at wp-login.php.
+	adminPassword string
 }
 
 // startWordPress installs WordPress with pretty permalinks and the plugin's
@@ -199,7 +202,8 @@ func startWordPress(t *testing.T) *wordpressSite {
 	}
 
 	wp.tree = newWordPressTree(t, wp.dsn, wp.base)
-	wp.admin = installWordPress(t, phpBin, wp.tree, wp.title)
+	wp.php, wp.adminPassword = phpBin, mariadbtest.RandomToken(t)
+	wp.admin = installWordPress(t, phpBin, wp.tree, wp.title, wp.adminPassword)
 	mariadbtest.SetOption(t, wp.db, "wp_", mariadbtest.OptSecretEncrypted, "1")
 	var dbAdmin int64
 	if err := wp.db.QueryRow("SELECT ID FROM wp_users WHERE user_login = 'admin'").Scan(&dbAdmin); err != nil || dbAdmin != wp.admin {
@@ -392,8 +396,8 @@ func phpString(s string) string {
 var installedLine = regexp.MustCompile(`(?m)^moserver-e2e: installed user_id=(\d+)$`)
 
 // installWordPress runs testdata/wordpress/install.php with the php CLI and
-// returns the id of the admin user it created.
-func installWordPress(t *testing.T, php, tree, title string) int64 {
+// returns the id of the admin user it created, whose password is password.
+func installWordPress(t *testing.T, php, tree, title, password string) int64 {
 	t.Helper()
 	script, err := filepath.Abs(filepath.Join("testdata", "wordpress", "install.php"))
 	if err != nil {
@@ -401,7 +405,7 @@ func installWordPress(t *testing.T, php, tree, title string) int64 {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, php, script, tree, title, "admin", "admin@example.com", mariadbtest.RandomToken(t))
+	cmd := exec.CommandContext(ctx, php, script, tree, title, "admin", "admin@example.com", password)
 	cmd.Dir = tree
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	start := time.Now()
