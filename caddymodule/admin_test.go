@@ -445,7 +445,7 @@ func TestAdminFamilies(t *testing.T) {
 // opsSpyStore records the ListFamilies query and answers it with page or
 // err.
 type opsSpyStore struct {
-	store.Store
+	blockStore
 	clientID string
 	q        store.FamilyQuery
 	calls    int
@@ -461,7 +461,7 @@ func (s *opsSpyStore) ListFamilies(_ context.Context, clientID string, q store.F
 func TestAdminFamiliesQuery(t *testing.T) {
 	h, _ := opsProvisionHandler(t, "https://famq.example/wp-json/moserver", nil)
 	created := time.Date(2026, 11, 26, 2, 31, 41, 771e6, time.FixedZone("CET", 3600))
-	spy := &opsSpyStore{Store: h.shared.store, page: store.FamilyPage{
+	spy := &opsSpyStore{blockStore: h.shared.store, page: store.FamilyPage{
 		Families: []store.FamilySummary{{FamilyID: "f1", Subject: "s", Scope: "a b", CreatedAt: created, ExpiresAt: created.Add(time.Hour)}, {FamilyID: "f2"}},
 		Next:     "cursor/2",
 	}}

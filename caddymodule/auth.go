@@ -222,8 +222,15 @@ type sharedServer struct {
 	issuer       string
 	audiences    []string
 	signer       *tokens.Signer
-	store        store.Store
+	store        blockStore
 	storeTimeout time.Duration
+}
+
+// blockStore is what moserver_auth (the access check) and the admin API
+// (families, client revocation) use of a block's store.
+type blockStore interface {
+	store.Families
+	store.Revocations
 }
 
 // shared holds the provisioned moserver blocks of every loaded

@@ -24,9 +24,9 @@ const DefaultLeeway = 30 * time.Second
 
 // Config configures a Verifier.
 type Config struct {
-	Signer *tokens.Signer // required: the keys tokens are signed with
-	Store  store.Store    // required: where revocations are
-	Issuer string         // required: the expected iss
+	Signer *tokens.Signer      // required: the keys tokens are signed with
+	Store  store.AccessChecker // required: where revocations are
+	Issuer string              // required: the expected iss
 	// Audiences are the accepted aud values; any when empty.
 	Audiences []string
 	// Leeway is the allowed clock skew (default DefaultLeeway).

@@ -116,7 +116,7 @@ type limiter struct {
 	limit, ceiling int64
 	window         time.Duration
 	localFor       time.Duration // localModeFor; tests shorten it
-	store          store.Store
+	store          store.FailureCounter
 	log            *zap.Logger
 
 	local local

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/caddy-moserver/caddy-moserver/internal/store"
+	"github.com/caddy-moserver/caddy-moserver/internal/store/storetest"
 )
 
 func revokeForm(token string) url.Values {
@@ -66,13 +67,13 @@ func TestRevokeAccessToken(t *testing.T) {
 	}
 	// Another client cannot revoke it.
 	f.do(formRequest(DefaultRevokePath, url.Values{"token": {at}, "client_id": {otherID}, "client_secret": {otherSecret}}))
-	if revoked, _ := f.store.AccessTokenRevoked(context.Background(), claims.JTI); revoked {
+	if revoked, _ := storetest.JTIRevoked(context.Background(), f.store, claims.JTI); revoked {
 		t.Fatal("another client revoked the access token")
 	}
 	if r := f.do(formRequest(DefaultRevokePath, revokeForm(at))); r.status != 200 {
 		t.Fatalf("revoke: %d %s", r.status, r.body)
 	}
-	if revoked, err := f.store.AccessTokenRevoked(context.Background(), claims.JTI); err != nil || !revoked {
+	if revoked, err := storetest.JTIRevoked(context.Background(), f.store, claims.JTI); err != nil || !revoked {
 		t.Fatalf("access token not recorded as revoked (%v)", err)
 	}
 }

@@ -188,7 +188,7 @@ func TestRedisClusterSlots(t *testing.T) {
 		if err := s.RevokeAccessToken(ctx, jtis[i], now.Add(time.Hour)); err != nil {
 			t.Fatalf("RevokeAccessToken: %v", err)
 		}
-		if ok, err := s.AccessTokenRevoked(ctx, jtis[i]); err != nil || !ok {
+		if ok, err := storetest.JTIRevoked(ctx, s, jtis[i]); err != nil || !ok {
 			t.Fatalf("AccessTokenRevoked = %v, %v; want true", ok, err)
 		}
 	}

@@ -469,12 +469,12 @@ func TestRedisFailoverKeepsAcknowledged(t *testing.T) {
 			}
 		}
 		for _, j := range m.jtis {
-			if r, err := check.AccessTokenRevoked(ctx, j); err != nil || !r {
+			if r, err := storetest.JTIRevoked(ctx, check, j); err != nil || !r {
 				t.Errorf("worker %d: acknowledged access-token revocation lost (%v)", w, err)
 			}
 		}
 		if !m.clientBefore.IsZero() {
-			b, err := check.ClientRevokedBefore(ctx, m.client)
+			b, err := storetest.ClientRevokedBefore(ctx, check, m.client)
 			if err != nil || b.UnixMilli() < m.clientBefore.UnixMilli() {
 				t.Errorf("worker %d: client revoked before %v, want at least %v (%v)", w, b, m.clientBefore, err)
 			}

@@ -326,13 +326,6 @@ func (m *Memory) RevokeAccessToken(_ context.Context, jti string, exp time.Time)
 	return nil
 }
 
-// AccessTokenRevoked reports whether the jti was revoked and has not expired.
-func (m *Memory) AccessTokenRevoked(_ context.Context, jti string) (bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.jtiRevoked(jti), nil
-}
-
 // jtiRevoked reports whether a live revocation of jti exists; m.mu must be
 // held.
 func (m *Memory) jtiRevoked(jti string) bool {
@@ -388,13 +381,6 @@ func (m *Memory) RevokeClient(_ context.Context, clientID string, before time.Ti
 		exp:    max(c.exp, millis(m.clock())+keepMillis(keep)),
 	}
 	return nil
-}
-
-// ClientRevokedBefore returns the client's revoked-before time, zero if none.
-func (m *Memory) ClientRevokedBefore(_ context.Context, clientID string) (time.Time, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return fromMillis(m.clientBefore(clientID)), nil
 }
 
 // RefreshInfo describes the refresh token with the given digest; false when

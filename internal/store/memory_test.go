@@ -67,7 +67,7 @@ func TestMemoryExpiry(t *testing.T) {
 	if o := rotate("d2", "d3", 3*time.Hour); o != store.NotFound {
 		t.Fatalf("rotate after expiry = %v, want not_found", o)
 	}
-	if ok, _ := m.AccessTokenRevoked(ctx, "j1"); ok {
+	if ok, _ := storetest.JTIRevoked(ctx, m, "j1"); ok {
 		t.Fatal("jti still revoked after its exp")
 	}
 	// The family lives until its extended expiry (3h), not the 2h it was
@@ -123,7 +123,7 @@ func TestMemoryClientExpiry(t *testing.T) {
 	}
 	want := func(w time.Time) {
 		t.Helper()
-		got, err := m.ClientRevokedBefore(ctx, "c1")
+		got, err := storetest.ClientRevokedBefore(ctx, m, "c1")
 		if err != nil || !got.Equal(w) || got.IsZero() != w.IsZero() {
 			t.Fatalf("ClientRevokedBefore at %v = %v, %v; want %v", clock.now().Sub(t0), got, err, w)
 		}

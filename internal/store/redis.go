@@ -526,7 +526,7 @@ func (s *Redis) rotatedClientBefore(ctx context.Context, clientID string, cmd *r
 	if err == nil || errors.Is(err, redis.Nil) {
 		return parseMillis("rotate: client revoked before", v)
 	}
-	t, err := s.ClientRevokedBefore(ctx, clientID)
+	t, err := s.clientRevokedBefore(ctx, clientID)
 	if err != nil {
 		return 0, err
 	}
@@ -646,15 +646,6 @@ func (s *Redis) RevokeAccessToken(ctx context.Context, jti string, exp time.Time
 	return nil
 }
 
-// AccessTokenRevoked reports whether the jti was revoked and has not expired.
-func (s *Redis) AccessTokenRevoked(ctx context.Context, jti string) (bool, error) {
-	n, err := s.c.Exists(ctx, s.jtiKey(jti)).Result()
-	if err != nil {
-		return false, unavailable("access token revoked", err)
-	}
-	return n == 1, nil
-}
-
 // firstErr returns the first error of cmds other than redis.Nil (which only
 // means "no such key or field"), so that a real failure of one command of a
 // pipeline is never hidden behind an earlier absent key.
@@ -727,8 +718,8 @@ func (s *Redis) RevokeClient(ctx context.Context, clientID string, before time.T
 	return s.acked("revoke client", wait)
 }
 
-// ClientRevokedBefore returns the client's revoked-before time, zero if none.
-func (s *Redis) ClientRevokedBefore(ctx context.Context, clientID string) (time.Time, error) {
+// clientRevokedBefore returns the client's revoked-before time, zero if none.
+func (s *Redis) clientRevokedBefore(ctx context.Context, clientID string) (time.Time, error) {
 	v, err := s.c.Get(ctx, s.clientKey(clientID)).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return time.Time{}, unavailable("client revoked before", err)

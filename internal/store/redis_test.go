@@ -202,7 +202,6 @@ func TestRedisUnavailable(t *testing.T) {
 		"RevokeAccessToken": func(ctx context.Context) error {
 			return s.RevokeAccessToken(ctx, "j", now.Add(time.Hour))
 		},
-		"AccessTokenRevoked": func(ctx context.Context) error { _, err := s.AccessTokenRevoked(ctx, "j"); return err },
 		"CheckAccess": func(ctx context.Context) error {
 			_, err := s.CheckAccess(ctx, "j", "f", "c")
 			return err
@@ -212,13 +211,17 @@ func TestRedisUnavailable(t *testing.T) {
 			return err
 		},
 		"RevokeClient": func(ctx context.Context) error { return s.RevokeClient(ctx, "c", now, time.Hour) },
-		"ClientRevokedBefore": func(ctx context.Context) error {
-			_, err := s.ClientRevokedBefore(ctx, "c")
-			return err
-		},
 		"RefreshInfo": func(ctx context.Context) error {
 			_, _, err := s.RefreshInfo(ctx, "f", "d0")
 			return err
+		},
+		"CodeBinding": func(ctx context.Context) error { _, err := s.CodeBinding(ctx, "d"); return err },
+		"PutCodeBinding": func(ctx context.Context) error {
+			return s.PutCodeBinding(ctx, "d", store.CodeBinding{ClientID: "c"}, time.Minute)
+		},
+		"Redemptions": func(ctx context.Context) error { _, err := s.Redemptions(ctx, "d"); return err },
+		"AddRedemption": func(ctx context.Context) error {
+			return s.AddRedemption(ctx, "d", store.Redemption{FamilyID: "f"}, time.Minute)
 		},
 	}
 

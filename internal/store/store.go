@@ -135,16 +135,20 @@ const (
 	RevokeWrongClient
 )
 
-// Store is the refresh-token and revocation store. Implementations must be
-// safe for concurrent use, and every method must either complete atomically
-// or change nothing. Errors that mean "could not reach or write the store"
-// wrap ErrUnavailable.
-type Store interface {
+// The store's contract comes in roles; each caller takes the role it uses
+// (the edge takes AccessChecker alone). Implementations must be safe for
+// concurrent use, and every method must either complete atomically or
+// change nothing. Errors that mean "could not reach or write the store" wrap
+// ErrUnavailable.
+
+// Families keeps refresh-token families.
+type Families interface {
 	// CreateFamily stores the first refresh token of a new family.
 	CreateFamily(ctx context.Context, f NewFamily) error
 	// Rotate spends a refresh token and stores its successor, detecting
 	// replays. It refuses families created before the client's
-	// revoked-before time (see RevokeClient) without a separate call.
+	// revoked-before time (see Revocations.RevokeClient) without a separate
+	// call.
 	Rotate(ctx context.Context, r RotateRequest) (RotateResult, error)
 	// RevokeRefresh revokes the family of the token with the given digest if
 	// it belongs to clientID.
@@ -153,29 +157,6 @@ type Store interface {
 	RevokeFamily(ctx context.Context, familyID string) error
 	// FamilyRevoked reports whether a family is revoked (false for an unknown family).
 	FamilyRevoked(ctx context.Context, familyID string) (bool, error)
-	// RevokeAccessToken denies the access token with this jti until exp.
-	RevokeAccessToken(ctx context.Context, jti string, exp time.Time) error
-	// AccessTokenRevoked reports whether the jti was revoked.
-	AccessTokenRevoked(ctx context.Context, jti string) (bool, error)
-	// CheckAccess reports everything that can revoke one access token: its
-	// jti, its refresh family (familyID may be empty for a token without a
-	// family: then no family is read and FamilyRevoked is false; an unknown
-	// family is not revoked either) and its client's revoked-before time.
-	// Each field answers as AccessTokenRevoked, FamilyRevoked and
-	// ClientRevokedBefore would; on Redis it is one pipelined round trip.
-	CheckAccess(ctx context.Context, jti, familyID, clientID string) (AccessState, error)
-	// RevokeClient revokes every token of the client issued before before:
-	// access tokens through ClientRevokedBefore and CheckAccess, refresh
-	// tokens of families created before it through Rotate.
-	// The time only ever moves forward (a call with an earlier before keeps
-	// the later one) and is kept for at least keep from now (the longest
-	// lifetime of any token the client holds; a later call with a shorter
-	// keep never shortens it). keep must be positive; a zero before revokes
-	// nothing.
-	RevokeClient(ctx context.Context, clientID string, before time.Time, keep time.Duration) error
-	// ClientRevokedBefore returns the client's revoked-before time, or the
-	// zero time when none is kept.
-	ClientRevokedBefore(ctx context.Context, clientID string) (time.Time, error)
 	// RefreshInfo describes the refresh token with the given digest for
 	// introspection; false when the token (or its family) is unknown or
 	// expired. On Redis it is one round trip.
@@ -188,6 +169,37 @@ type Store interface {
 	// store holds; an index entry whose family expired is dropped when a
 	// listing meets it.
 	ListFamilies(ctx context.Context, clientID string, q FamilyQuery) (FamilyPage, error)
+}
+
+// AccessChecker is the edge's check of an access token: one round trip.
+type AccessChecker interface {
+	// CheckAccess reports everything that can revoke one access token: its
+	// jti (RevokeAccessToken), its refresh family (familyID may be empty for
+	// a token without a family: then no family is read and FamilyRevoked is
+	// false; an unknown family is not revoked either) and its client's
+	// revoked-before time (RevokeClient). On Redis it is one pipelined round
+	// trip.
+	CheckAccess(ctx context.Context, jti, familyID, clientID string) (AccessState, error)
+}
+
+// Revocations keeps what revokes access tokens: their jtis and clients'
+// revoked-before times.
+type Revocations interface {
+	AccessChecker
+	// RevokeAccessToken denies the access token with this jti until exp.
+	RevokeAccessToken(ctx context.Context, jti string, exp time.Time) error
+	// RevokeClient revokes every token of the client issued before before:
+	// access tokens through CheckAccess, refresh tokens of families created
+	// before it through Rotate. The time only ever moves forward (a call
+	// with an earlier before keeps the later one) and is kept for at least
+	// keep from now (the longest lifetime of any token the client holds; a
+	// later call with a shorter keep never shortens it). keep must be
+	// positive; a zero before revokes nothing.
+	RevokeClient(ctx context.Context, clientID string, before time.Time, keep time.Duration) error
+}
+
+// FailureCounter counts failed client authentications.
+type FailureCounter interface {
 	// AuthFailures returns the failed client authentications counted for
 	// each key in its current window, and when that window ends.
 	AuthFailures(ctx context.Context, keys []string) ([]FailureCount, error)
@@ -196,7 +208,13 @@ type Store interface {
 	// burst of concurrent failures gets counts 1, 2, 3, ... and no two the
 	// same); a key's window starts with its first failure and lasts window.
 	RecordAuthFailure(ctx context.Context, keys []string, window time.Duration) ([]FailureCount, error)
-	// The authorization codes' bindings and redemptions.
+}
+
+// Store is every role: what the token endpoint uses.
+type Store interface {
+	Families
+	Revocations
+	FailureCounter
 	CodeRecords
 	// Close releases the store's resources.
 	Close() error

@@ -251,13 +251,13 @@ func testWeirdIDs(t *testing.T, h *harness) {
 			t.Fatalf("RevokeFamily(%q): %v", w, err)
 		}
 		h.wantRevoked(w, false)
-		if ok, err := h.s.AccessTokenRevoked(ctx, w); err != nil || ok {
+		if ok, err := JTIRevoked(ctx, h.s, w); err != nil || ok {
 			t.Fatalf("AccessTokenRevoked(%q) = %v, %v; want false", w, ok, err)
 		}
 		if err := h.s.RevokeAccessToken(ctx, w, h.now.Add(time.Hour)); err != nil {
 			t.Fatalf("RevokeAccessToken(%q): %v", w, err)
 		}
-		if ok, err := h.s.AccessTokenRevoked(ctx, w); err != nil || !ok {
+		if ok, err := JTIRevoked(ctx, h.s, w); err != nil || !ok {
 			t.Fatalf("AccessTokenRevoked(%q) after revoking = %v, %v; want true", w, ok, err)
 		}
 	}
@@ -582,7 +582,7 @@ func testAccessTokens(t *testing.T, h *harness) {
 	ctx := context.Background()
 	check := func(jti string, want bool) {
 		t.Helper()
-		got, err := h.s.AccessTokenRevoked(ctx, jti)
+		got, err := JTIRevoked(ctx, h.s, jti)
 		if err != nil || got != want {
 			t.Fatalf("AccessTokenRevoked(%q) = %v, %v; want %v", jti, got, err, want)
 		}
@@ -607,7 +607,7 @@ func testAccessTokens(t *testing.T, h *harness) {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		got, err := h.s.AccessTokenRevoked(ctx, short)
+		got, err := JTIRevoked(ctx, h.s, short)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -850,6 +850,19 @@ func testCodeRecords(t *testing.T, h *harness) {
 	}
 }
 
+// JTIRevoked reports, through CheckAccess, whether the jti was revoked.
+func JTIRevoked(ctx context.Context, s store.AccessChecker, jti string) (bool, error) {
+	st, err := s.CheckAccess(ctx, jti, "", "")
+	return st.JTIRevoked, err
+}
+
+// ClientRevokedBefore returns, through CheckAccess, the client's
+// revoked-before time (zero when none).
+func ClientRevokedBefore(ctx context.Context, s store.AccessChecker, clientID string) (time.Time, error) {
+	st, err := s.CheckAccess(ctx, "none", "", clientID)
+	return st.ClientRevokedBefore, err
+}
+
 // weirdIDs are ids no real token carries, which must still neither fail nor
 // collide with one another or with real ids.
 var weirdIDs = []string{"", " ", "{", "}", "{}", "a}b", "a}:rb", "}:rb", "ü\x00\n\r\t",
@@ -858,7 +871,7 @@ var weirdIDs = []string{"", " ", "{", "}", "{}", "a}b", "a}:rb", "}:rb", "ü\x00
 // clientBefore returns ClientRevokedBefore, failing the test on an error.
 func (h *harness) clientBefore(client string) time.Time {
 	h.t.Helper()
-	v, err := h.s.ClientRevokedBefore(context.Background(), client)
+	v, err := ClientRevokedBefore(context.Background(), h.s, client)
 	if err != nil {
 		h.t.Fatalf("ClientRevokedBefore(%q): %v", client, err)
 	}
@@ -893,7 +906,7 @@ func (h *harness) wantAccess(jti, familyID, client string, want store.AccessStat
 		got.ClientRevokedBefore.IsZero() != want.ClientRevokedBefore.IsZero() {
 		h.t.Fatalf("CheckAccess(%q, %q, %q) = %+v, want %+v", jti, familyID, client, got, want)
 	}
-	if v, err := h.s.AccessTokenRevoked(ctx, jti); err != nil || v != got.JTIRevoked {
+	if v, err := JTIRevoked(ctx, h.s, jti); err != nil || v != got.JTIRevoked {
 		h.t.Fatalf("AccessTokenRevoked(%q) = %v, %v; CheckAccess says %v", jti, v, err, got.JTIRevoked)
 	}
 	if familyID != "" {
