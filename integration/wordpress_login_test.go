@@ -101,10 +101,11 @@ func TestWordPressLogin(t *testing.T) {
 
 	t.Run("login, consent, code, exchange", func(t *testing.T) {
 		verifier, challenge := pkcePair("login-verifier_0123456789.~")
-		// No ' " or \ in the nonce: the plugin's consent round trip sends
-		// the follow-up request, whose nonce the module binds, with them
-		// backslash-escaped (84).
-		nonce := "n-" + mariadbtest.RandomToken(t)
+		// ' " and \ in the nonce: the plugin's consent round trip rebuilds
+		// the follow-up request from WordPress's escaped query (84); the
+		// module sends the browser's own query on instead, so the id_token
+		// carries the nonce as sent.
+		nonce := `n'1 "2\3-` + mariadbtest.RandomToken(t)
 		// WordPress slashes $_GET; the plugin unslashes state, which comes
 		// back byte for byte (85).
 		state := `s p'q"r&t=u~v\w ` + mariadbtest.RandomToken(t)

@@ -35,7 +35,13 @@ const bindingTTL = time.Minute
 // temporarily_unavailable error, so a code never goes out unbound.
 // Requests that are not authorize requests get w back unchanged.
 func (s *Server) Authorize(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, bool) {
-	if s.cfg.WordPress == nil || r.Method != http.MethodGet || !s.isAuthorize(r) {
+	if s.cfg.WordPress == nil || !s.isAuthorize(r) {
+		return w, false
+	}
+	if r.Method == http.MethodPost {
+		return &consentWriter{ResponseWriter: w, query: r.URL.RawQuery}, false
+	}
+	if r.Method != http.MethodGet {
 		return w, false
 	}
 	q := r.URL.Query()
@@ -149,6 +155,46 @@ func withErrorQuery(uri, code, desc, state string) string {
 	}
 	return uri + sep + v.Encode()
 }
+
+// consentWriter passes on PHP's answer to the consent form, which is posted
+// to the authorize URL with the authorize request's query intact. When the
+// user allowed, PHP redirects to the authorize URL again with the query
+// rebuilt from WordPress's backslash-escaped copy of it (a nonce with ' " or
+// \ would come back escaped) and prompt=allow: the module puts the query the
+// browser sent back in its place, with prompt=allow, so the request that
+// gets the code carries what the client sent.
+type consentWriter struct {
+	http.ResponseWriter
+	query string
+	done  bool
+}
+
+// WriteHeader rewrites the redirect of an allowed consent.
+func (cw *consentWriter) WriteHeader(status int) {
+	if !cw.done && status >= 300 && status < 400 {
+		h := cw.ResponseWriter.Header()
+		if loc, err := url.Parse(h.Get("Location")); err == nil && loc.Path == DefaultAuthorizePath &&
+			loc.Query().Get("prompt") == "allow" {
+			q, err := url.ParseQuery(cw.query)
+			if err == nil {
+				q.Set("prompt", "allow")
+				loc.RawQuery = q.Encode()
+				h.Set("Location", loc.String())
+			}
+		}
+	}
+	cw.done = true
+	cw.ResponseWriter.WriteHeader(status)
+}
+
+// Write implements http.ResponseWriter.
+func (cw *consentWriter) Write(p []byte) (int, error) {
+	cw.done = true
+	return cw.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (cw *consentWriter) Unwrap() http.ResponseWriter { return cw.ResponseWriter }
 
 // bindingWriter passes PHP's answer to an authorize request on, binding
 // the code of a code redirect first.
