@@ -153,3 +153,22 @@ func (w *wordpressSite) TakeAuthCode(ctx context.Context, code string) (bool, er
 func (w *wordpressSite) DeleteAccessToken(ctx context.Context, token string) error {
 	return w.db.DeleteAccessToken(ctx, token)
 }
+
+// LookupAccessToken implements oauth.WordPress.
+func (w *wordpressSite) LookupAccessToken(ctx context.Context, token string) (*oauth.AccessToken, error) {
+	row, err := w.db.LookupAccessToken(ctx, token)
+	if err != nil || row == nil {
+		return nil, err
+	}
+	return &oauth.AccessToken{ClientID: row.ClientID, UserID: row.UserID, Expires: row.Expires, Scope: row.Scope}, nil
+}
+
+// User implements oauth.WordPress.
+func (w *wordpressSite) User(ctx context.Context, userID int64) (*oauth.User, error) {
+	u, err := w.db.User(ctx, userID)
+	if err != nil || u == nil {
+		return nil, err
+	}
+	return &oauth.User{ID: u.ID, Login: u.Login, Email: u.Email, FirstName: u.FirstName, LastName: u.LastName,
+		Nickname: u.Nickname, DisplayName: u.DisplayName}, nil
+}

@@ -46,8 +46,10 @@ const (
 	epRevoke
 	epJWKS
 	epIntrospect
+	epUserInfo
 
-	numEndpoints = 4
+	// numPaths is how many endpoints have a path (token to userinfo).
+	numPaths = 5
 )
 
 // restPrefix is what WordPress's rewrite rule puts before a REST route.
@@ -55,22 +57,30 @@ const restPrefix = "wp-json/"
 
 // router recognises the server's endpoints in requests.
 type router struct {
-	// paths are the configured paths, one per endpoint in bit order.
-	paths [numEndpoints]string
+	// paths are the configured paths, one per endpoint in bit order; ""
+	// for an endpoint the server does not answer.
+	paths [numPaths]string
 	// routes are their REST routes without the leading slash
 	// ("moserver/token"), "" for a path not under /wp-json/.
-	routes [numEndpoints]string
+	routes [numPaths]string
 }
 
 // newRouter makes the router for the configured paths (token, revoke, JWKS,
-// introspection), which must not name one route twice.
-func newRouter(paths [numEndpoints]string) (router, error) {
+// introspection, userinfo), which must not name one route twice; an empty
+// path is an endpoint not answered.
+func newRouter(paths [numPaths]string) (router, error) {
 	rt := router{paths: paths}
 	for i, p := range paths {
+		if p == "" {
+			continue
+		}
 		if _, after, ok := strings.Cut(p, "/"+restPrefix); ok {
 			rt.routes[i] = strings.Trim(after, `/\`)
 		}
 		for j := range i {
+			if paths[j] == "" {
+				continue
+			}
 			if p == paths[j] || rt.routes[i] != "" && strings.EqualFold(rt.routes[i], rt.routes[j]) {
 				return router{}, fmt.Errorf("oauth: paths %q and %q name the same WordPress route", paths[j], p)
 			}
@@ -82,7 +92,7 @@ func newRouter(paths [numEndpoints]string) (router, error) {
 // exact returns the endpoint whose configured path is path, if any.
 func (rt *router) exact(path string) endpoint {
 	for i, p := range rt.paths {
-		if path == p {
+		if path == p && p != "" {
 			return 1 << i
 		}
 	}
@@ -118,10 +128,7 @@ func (rt *router) inQuery(query string) endpoint {
 // route returns the endpoint a REST route names, as WordPress compares
 // routes (see above).
 func (rt *router) route(v string) endpoint {
-	if i := strings.IndexByte(v, '\n'); i >= 0 {
-		v = v[:i]
-	}
-	v = strings.TrimLeft(strings.TrimRight(v, `/\`), "/")
+	v = trimRoute(v)
 	if v == "" {
 		return 0
 	}
@@ -131,6 +138,15 @@ func (rt *router) route(v string) endpoint {
 		}
 	}
 	return 0
+}
+
+// trimRoute is a REST route as WordPress compares it: up to a newline,
+// without trailing / and \ and without leading slashes.
+func trimRoute(v string) string {
+	if i := strings.IndexByte(v, '\n'); i >= 0 {
+		v = v[:i]
+	}
+	return strings.TrimLeft(strings.TrimRight(v, `/\`), "/")
 }
 
 // nextPair splits a query string at its first '&' or ';'.

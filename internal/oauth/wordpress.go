@@ -54,6 +54,30 @@ type WordPress interface {
 	// DeleteAccessToken removes an opaque access token from the plugin's
 	// table, so its resource endpoint no longer accepts it.
 	DeleteAccessToken(ctx context.Context, token string) error
+	// LookupAccessToken finds the plugin's row of an opaque access token,
+	// byte for byte; nil, nil when there is none.
+	LookupAccessToken(ctx context.Context, token string) (*AccessToken, error)
+	// User returns a WordPress user; nil, nil when there is none.
+	User(ctx context.Context, userID int64) (*User, error)
+}
+
+// AccessToken is the plugin's row of an opaque access token.
+type AccessToken struct {
+	ClientID string
+	UserID   int64     // 0 when NULL
+	Expires  time.Time // the zero time when NULL
+	Scope    string
+}
+
+// User is what the userinfo endpoint tells of a WordPress user.
+type User struct {
+	ID          int64
+	Login       string // user_login, the plugin's "username"
+	Email       string
+	FirstName   string
+	LastName    string
+	Nickname    string
+	DisplayName string
 }
 
 // AuthCode is the plugin's row of an authorization code.

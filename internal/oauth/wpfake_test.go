@@ -1,0 +1,103 @@
+package oauth
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+// fakeWordPress is an in-memory WordPress database for the core's tests:
+// the plugin's access-token rows and users. err, when set, is what every
+// call returns, as a database that cannot answer.
+type fakeWordPress struct {
+	mu        sync.Mutex
+	access    map[string]*AccessToken
+	users     map[int64]*User
+	err       error
+	userReads int
+}
+
+var errWordPressDown = errors.New("wordpress: test outage")
+
+func newFakeWordPress() *fakeWordPress {
+	return &fakeWordPress{access: map[string]*AccessToken{}, users: map[int64]*User{}}
+}
+
+func (f *fakeWordPress) down(down bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.err = nil
+	if down {
+		f.err = errWordPressDown
+	}
+}
+
+func (f *fakeWordPress) LookupPluginRefresh(context.Context, string) (*PluginRefresh, error) {
+	return nil, f.err
+}
+
+func (f *fakeWordPress) TakePluginRefresh(context.Context, *PluginRefresh) (bool, error) {
+	return false, f.err
+}
+
+func (f *fakeWordPress) InsertAccessToken(_ context.Context, token, clientID string, userID int64, expires time.Time, scope string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	f.access[token] = &AccessToken{ClientID: clientID, UserID: userID, Expires: expires.Truncate(time.Second), Scope: scope}
+	return nil
+}
+
+func (f *fakeWordPress) IDToken(context.Context, string, int64, time.Time, time.Time, string) (string, error) {
+	return "", errors.New("fake: no id_tokens")
+}
+
+func (f *fakeWordPress) LookupAuthCode(context.Context, string) (*AuthCode, error) { return nil, f.err }
+
+func (f *fakeWordPress) TakeAuthCode(context.Context, string) (bool, error) { return false, f.err }
+
+func (f *fakeWordPress) DeleteAccessToken(_ context.Context, token string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	delete(f.access, token)
+	return nil
+}
+
+func (f *fakeWordPress) LookupAccessToken(_ context.Context, token string) (*AccessToken, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	if row, ok := f.access[token]; ok {
+		c := *row
+		return &c, nil
+	}
+	return nil, nil
+}
+
+func (f *fakeWordPress) User(_ context.Context, id int64) (*User, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	f.userReads++
+	if u, ok := f.users[id]; ok {
+		c := *u
+		return &c, nil
+	}
+	return nil, nil
+}
+
+func (f *fakeWordPress) reads() (users int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.userReads
+}
