@@ -172,3 +172,17 @@ func (w *wordpressSite) User(ctx context.Context, userID int64) (*oauth.User, er
 	return &oauth.User{ID: u.ID, Login: u.Login, Email: u.Email, FirstName: u.FirstName, LastName: u.LastName,
 		Nickname: u.Nickname, DisplayName: u.DisplayName}, nil
 }
+
+// IDTokenKey implements oauth.WordPress: HS256 as stored, any other
+// algorithm is RS256, which is what IDToken signs with.
+func (w *wordpressSite) IDTokenKey(ctx context.Context, clientID string) (*oauth.IDTokenKey, error) {
+	k, err := w.db.ClientKey(ctx, clientID)
+	if err != nil || k == nil {
+		return nil, err
+	}
+	if k.Algorithm == wordpress.AlgHS256 {
+		return &oauth.IDTokenKey{Algorithm: wordpress.AlgHS256}, nil
+	}
+	pub, err := wordpress.PublicJWK(k)
+	return &oauth.IDTokenKey{Algorithm: wordpress.AlgRS256, Public: pub, Unusable: err}, nil
+}

@@ -47,6 +47,11 @@ const (
 	epJWKS
 	epIntrospect
 	epUserInfo
+	// epClientWellKnown is a client's OpenID discovery document or keys,
+	// the plugin's routes moserver/<client_id>/.well-known/openid-configuration
+	// and moserver/<client_id>/.well-known/keys: routes with a client id in
+	// them, not a path of their own.
+	epClientWellKnown
 
 	// numPaths is how many endpoints have a path (token to userinfo).
 	numPaths = 5
@@ -63,13 +68,16 @@ type router struct {
 	// routes are their REST routes without the leading slash
 	// ("moserver/token"), "" for a path not under /wp-json/.
 	routes [numPaths]string
+	// clientWellKnown: the clients' discovery and keys routes are answered.
+	clientWellKnown bool
 }
 
 // newRouter makes the router for the configured paths (token, revoke, JWKS,
 // introspection, userinfo), which must not name one route twice; an empty
-// path is an endpoint not answered.
-func newRouter(paths [numPaths]string) (router, error) {
-	rt := router{paths: paths}
+// path is an endpoint not answered. clientWellKnown adds the clients'
+// discovery and keys routes.
+func newRouter(paths [numPaths]string, clientWellKnown bool) (router, error) {
+	rt := router{paths: paths, clientWellKnown: clientWellKnown}
 	for i, p := range paths {
 		if p == "" {
 			continue
@@ -137,6 +145,11 @@ func (rt *router) route(v string) endpoint {
 			return 1 << i
 		}
 	}
+	if rt.clientWellKnown {
+		if _, doc := parseClientWellKnown(v); doc != 0 {
+			return epClientWellKnown
+		}
+	}
 	return 0
 }
 
@@ -147,6 +160,68 @@ func trimRoute(v string) string {
 		v = v[:i]
 	}
 	return strings.TrimLeft(strings.TrimRight(v, `/\`), "/")
+}
+
+// wellKnownDoc is one of a client's documents.
+type wellKnownDoc uint8
+
+const (
+	docDiscovery wellKnownDoc = 1 + iota // .well-known/openid-configuration
+	docKeys                              // .well-known/keys
+)
+
+// parseClientWellKnown returns the client id and document of a trimmed
+// route moserver/<client_id>/.well-known/openid-configuration or
+// moserver/<client_id>/.well-known/keys (compared case-insensitively, as
+// WordPress compares routes; the client id as it is), or 0.
+func parseClientWellKnown(v string) (string, wellKnownDoc) {
+	const ns, wk = "moserver/", ".well-known/"
+	if len(v) < len(ns) || !strings.EqualFold(v[:len(ns)], ns) {
+		return "", 0
+	}
+	id, name, ok := strings.Cut(v[len(ns):], "/")
+	if !ok || id == "" || len(name) < len(wk) || !strings.EqualFold(name[:len(wk)], wk) {
+		return "", 0
+	}
+	switch name = name[len(wk):]; {
+	case strings.EqualFold(name, "openid-configuration"):
+		return id, docDiscovery
+	case strings.EqualFold(name, "keys"):
+		return id, docKeys
+	}
+	return "", 0
+}
+
+// clientWellKnownOf returns the client id and document a request names in
+// rest_route of its query (the last that names one: WordPress prefers the
+// query to the path), else after a "wp-json/" of its path; 0 when none.
+func clientWellKnownOf(r *http.Request) (string, wellKnownDoc) {
+	var (
+		id  string
+		doc wellKnownDoc
+	)
+	for q := r.URL.RawQuery; q != ""; {
+		var pair string
+		pair, q = nextPair(q)
+		if key, value, _ := strings.Cut(pair, "="); isPHPName(key, "rest_route") {
+			if i, d := parseClientWellKnown(trimRoute(phpUnescape(value))); d != 0 {
+				id, doc = i, d
+			}
+		}
+	}
+	if doc != 0 {
+		return id, doc
+	}
+	for path := r.URL.Path; ; {
+		i := strings.Index(path, restPrefix)
+		if i < 0 {
+			return "", 0
+		}
+		path = path[i+len(restPrefix):]
+		if id, doc := parseClientWellKnown(trimRoute(path)); doc != 0 {
+			return id, doc
+		}
+	}
 }
 
 // nextPair splits a query string at its first '&' or ';'.

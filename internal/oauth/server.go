@@ -2,7 +2,7 @@
 // revocation requests, authenticates clients, runs the client credentials
 // and refresh token grants, revokes tokens (RFC 7009) and serves the JWKS;
 // with WordPress, it also redeems the plugin's authorization codes and
-// answers its userinfo endpoint.
+// answers its userinfo endpoint and its clients' discovery documents and keys.
 // It knows nothing of Caddy; Handle reports whether it answered a request so
 // the caller can pass everything else on.
 package oauth
@@ -113,7 +113,8 @@ type Server struct {
 
 	limiter *limiter // the failed-authentication budget
 
-	users *ttlCache[int64, *User] // WordPress users, for userinfo
+	users *ttlCache[int64, *User]        // WordPress users, for userinfo
+	keys  *ttlCache[string, *clientKeys] // clients' id_token keys
 }
 
 // New checks cfg, fills in defaults and returns a Server.
@@ -171,13 +172,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Events == nil {
 		cfg.Events = noEvents{}
 	}
-	// The plugin's userinfo endpoint is the module's when WordPress is
-	// configured, PHP's otherwise.
+	// The plugin's userinfo endpoint and its clients' documents are the
+	// module's when WordPress is configured, PHP's otherwise.
 	userInfoPath := ""
 	if cfg.WordPress != nil {
 		userInfoPath = DefaultUserInfoPath
 	}
-	routes, err := newRouter([numPaths]string{cfg.TokenPath, cfg.RevokePath, cfg.JWKSPath, cfg.IntrospectPath, userInfoPath})
+	routes, err := newRouter([numPaths]string{cfg.TokenPath, cfg.RevokePath, cfg.JWKSPath, cfg.IntrospectPath, userInfoPath},
+		cfg.WordPress != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -191,6 +193,7 @@ func New(cfg Config) (*Server, error) {
 		routes:       routes,
 		metadataPath: metadataPath(cfg.Issuer),
 		users:        newTTLCache[int64, *User](userCacheTTL, maxCachedUsers),
+		keys:         newTTLCache[string, *clientKeys](clientKeyCacheTTL, maxCachedKeys),
 	}
 	s.limiter = newLimiter(&s.cfg, log)
 	s.metadata = s.buildMetadata()
@@ -228,6 +231,8 @@ func (s *Server) Handle(w http.ResponseWriter, r *http.Request) bool {
 		return s.serveJWKS(w, r)
 	case epUserInfo:
 		return s.serveUserInfo(w, r)
+	case epClientWellKnown:
+		return s.serveClientWellKnown(w, r)
 	default:
 		return s.serveIntrospect(w, r)
 	}

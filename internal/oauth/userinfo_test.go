@@ -205,7 +205,7 @@ func TestUserInfoUserCache(t *testing.T) {
 			t.Fatalf("%d %s", r.status, r.body)
 		}
 	}
-	if users := wp.reads(); users != 1 {
+	if users, _ := wp.reads(); users != 1 {
 		t.Errorf("%d reads of the user for 5 requests, want 1", users)
 	}
 	wp.mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lestrrat-go/jwx/v2/jwk"
 	"go.uber.org/zap"
 
 	"github.com/caddy-moserver/caddy-moserver/internal/clients"
@@ -59,6 +60,9 @@ type WordPress interface {
 	LookupAccessToken(ctx context.Context, token string) (*AccessToken, error)
 	// User returns a WordPress user; nil, nil when there is none.
 	User(ctx context.Context, userID int64) (*User, error)
+	// IDTokenKey describes the key a client's id_tokens are signed with;
+	// nil, nil when the client has none.
+	IDTokenKey(ctx context.Context, clientID string) (*IDTokenKey, error)
 }
 
 // AccessToken is the plugin's row of an opaque access token.
@@ -78,6 +82,17 @@ type User struct {
 	LastName    string
 	Nickname    string
 	DisplayName string
+}
+
+// IDTokenKey is the key a client's id_tokens are signed with.
+type IDTokenKey struct {
+	// Algorithm is "RS256" or "HS256" (the client secret is the key).
+	Algorithm string
+	// Public is the RS256 public key (kid = the client id, alg, use "sig"):
+	// the public half of the private key that signs. Nil for HS256, or
+	// when the stored key cannot be used (Unusable says why).
+	Public   jwk.Key
+	Unusable error
 }
 
 // AuthCode is the plugin's row of an authorization code.

@@ -8,20 +8,22 @@ import (
 )
 
 // fakeWordPress is an in-memory WordPress database for the core's tests:
-// the plugin's access-token rows and users. err, when set, is what every
-// call returns, as a database that cannot answer.
+// the plugin's access-token rows, users and client keys. err, when set, is
+// what every call returns, as a database that cannot answer.
 type fakeWordPress struct {
 	mu        sync.Mutex
 	access    map[string]*AccessToken
 	users     map[int64]*User
+	keys      map[string]*IDTokenKey
 	err       error
 	userReads int
+	keyReads  int
 }
 
 var errWordPressDown = errors.New("wordpress: test outage")
 
 func newFakeWordPress() *fakeWordPress {
-	return &fakeWordPress{access: map[string]*AccessToken{}, users: map[int64]*User{}}
+	return &fakeWordPress{access: map[string]*AccessToken{}, users: map[int64]*User{}, keys: map[string]*IDTokenKey{}}
 }
 
 func (f *fakeWordPress) down(down bool) {
@@ -96,8 +98,18 @@ func (f *fakeWordPress) User(_ context.Context, id int64) (*User, error) {
 	return nil, nil
 }
 
-func (f *fakeWordPress) reads() (users int) {
+func (f *fakeWordPress) IDTokenKey(_ context.Context, clientID string) (*IDTokenKey, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.userReads
+	if f.err != nil {
+		return nil, f.err
+	}
+	f.keyReads++
+	return f.keys[clientID], nil
+}
+
+func (f *fakeWordPress) reads() (users, keys int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.userReads, f.keyReads
 }
