@@ -34,12 +34,41 @@ var (
 )
 
 // The request headers the upstream gets about the token's holder. Any a
-// client sent itself are removed first.
+// client sent itself are removed first, with every other header whose name
+// starts with IdentityHeaderPrefix: by moserver_auth, and by the moserver
+// handler on every request it passes on, so that no route of a site with a
+// moserver block hands the next handler an identity the client made up.
 const (
 	HeaderClientID = "X-Moserver-Client-Id"
 	HeaderSubject  = "X-Moserver-Sub"
 	HeaderScope    = "X-Moserver-Scope"
+
+	IdentityHeaderPrefix = "X-Moserver-"
 )
+
+// identityVar is the request variable moserver_auth sets once it has put
+// the identity headers on a request, so that a moserver handler that runs
+// after it leaves them.
+const identityVar = "moserver.identity"
+
+// removeIdentityHeaders deletes every request header whose name starts
+// with IdentityHeaderPrefix, in any letter case (the server canonicalises
+// the names it parses, but a name it cannot keeps its case).
+func removeIdentityHeaders(h http.Header) {
+	for name := range h {
+		if len(name) >= len(IdentityHeaderPrefix) && strings.EqualFold(name[:len(IdentityHeaderPrefix)], IdentityHeaderPrefix) {
+			delete(h, name)
+		}
+	}
+}
+
+// removeForgedIdentity removes the identity headers of a request unless
+// moserver_auth set them.
+func removeForgedIdentity(r *http.Request) {
+	if caddyhttp.GetVar(r.Context(), identityVar) == nil {
+		removeIdentityHeaders(r.Header)
+	}
+}
 
 // AuthHandler lets through only requests with a valid, unrevoked bearer
 // access token of a moserver block (RFC 6750) carrying the required scopes.
@@ -78,7 +107,7 @@ func (a *AuthHandler) Provision(ctx caddy.Context) error {
 	a.verifier = new(atomic.Pointer[bearer.Verifier])
 	blocks, err := blocksOf(ctx)
 	if err != nil {
-		return fmt.Errorf("moserver_auth: %w", err)
+		return err
 	}
 	a.blocks = blocks
 	blocks.addAuth(a)
@@ -89,11 +118,11 @@ func (a *AuthHandler) Provision(ctx caddy.Context) error {
 func (a *AuthHandler) Validate() error {
 	for _, s := range a.Scopes {
 		if s == "" || strings.ContainsAny(s, "\" \\") {
-			return fmt.Errorf("moserver_auth: scope %q is not a valid scope", s)
+			return fmt.Errorf("scope %q is not a valid scope", s)
 		}
 	}
 	if a.FailOpenFor < 0 {
-		return fmt.Errorf("moserver_auth: fail_open_for must not be negative")
+		return fmt.Errorf("fail_open_for must not be negative")
 	}
 	return nil
 }
@@ -101,9 +130,7 @@ func (a *AuthHandler) Validate() error {
 // ServeHTTP checks the bearer token and passes the request on with the
 // token holder's identity, or answers 401/403/503.
 func (a *AuthHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	for _, h := range []string{HeaderClientID, HeaderSubject, HeaderScope} {
-		r.Header.Del(h)
-	}
+	removeIdentityHeaders(r.Header)
 	v, err := a.resolve()
 	if err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
@@ -122,6 +149,7 @@ func (a *AuthHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next cad
 	r.Header.Set(HeaderClientID, claims.ClientID)
 	r.Header.Set(HeaderSubject, claims.Subject)
 	r.Header.Set(HeaderScope, claims.Scope)
+	caddyhttp.SetVar(r.Context(), identityVar, true)
 	return next.ServeHTTP(w, r)
 }
 

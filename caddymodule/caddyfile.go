@@ -118,6 +118,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.SigningKeys = append(h.SigningKeys, k)
 		case "auth_failure_limit":
 			err = h.unmarshalAuthFailureLimit(d)
+		case "require_pkce":
+			if args := d.RemainingArgs(); len(args) == 0 {
+				h.RequirePKCE = true
+			} else {
+				h.RequirePKCEClients = append(h.RequirePKCEClients, args...)
+			}
 		case "log_requests":
 			if d.NextArg() {
 				return d.ArgErr()
@@ -185,6 +191,8 @@ func (h *Handler) unmarshalWordPress(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			wp.RefreshTokens = true
+		case "public_clients":
+			err = someArgs(d, &wp.PublicClients)
 		default:
 			return d.Errf("unrecognized option %q in wordpress", opt)
 		}
@@ -286,6 +294,13 @@ func (c *ClientConfig) unmarshal(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			c.RefreshTokens = true
+		case "public":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			c.Public = true
+		case "redirect_uris":
+			err = someArgs(d, &c.RedirectURIs)
 		default:
 			return d.Errf("unrecognized option %q in client %q", opt, c.ID)
 		}

@@ -25,11 +25,11 @@ func loadSigner(ctx caddy.Context, cfgs []SigningKeyConfig, repl *caddy.Replacer
 		path := repl.ReplaceKnown(kc.File, "")
 		data, err := os.ReadFile(path)
 		if err != nil {
-			return nil, fmt.Errorf("moserver: signing_key: %w", err)
+			return nil, fmt.Errorf("signing_key: %w", err)
 		}
 		k, err := tokens.ParseKey(data, kc.KID)
 		if err != nil {
-			return nil, fmt.Errorf("moserver: signing_key %s: %w", path, err)
+			return nil, fmt.Errorf("signing_key %s: %w", path, err)
 		}
 		keys = append(keys, k)
 	}
@@ -42,7 +42,7 @@ func loadSigner(ctx caddy.Context, cfgs []SigningKeyConfig, repl *caddy.Replacer
 	}
 	signer, err := tokens.NewSigner(keys)
 	if err != nil {
-		return nil, fmt.Errorf("moserver: signing keys: %w", err)
+		return nil, fmt.Errorf("signing keys: %w", err)
 	}
 	return signer, nil
 }
@@ -53,7 +53,7 @@ func loadSigner(ctx caddy.Context, cfgs []SigningKeyConfig, repl *caddy.Replacer
 func generatedKey(ctx caddy.Context, log *zap.Logger) (*tokens.Key, error) {
 	st := ctx.Storage()
 	if err := st.Lock(ctx, generatedKeyName); err != nil {
-		return nil, fmt.Errorf("moserver: locking the signing key in storage: %w", err)
+		return nil, fmt.Errorf("locking the signing key in storage: %w", err)
 	}
 	defer func() {
 		if err := st.Unlock(context.Background(), generatedKeyName); err != nil {
@@ -64,19 +64,19 @@ func generatedKey(ctx caddy.Context, log *zap.Logger) (*tokens.Key, error) {
 	if err == nil {
 		k, err := tokens.ParseKey(data, "")
 		if err != nil {
-			return nil, fmt.Errorf("moserver: the signing key in storage (%s): %w", generatedKeyName, err)
+			return nil, fmt.Errorf("the signing key in storage (%s): %w", generatedKeyName, err)
 		}
 		return k, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("moserver: loading the signing key from storage: %w", err)
+		return nil, fmt.Errorf("loading the signing key from storage: %w", err)
 	}
 	k, pemBytes, err := tokens.GenerateES256()
 	if err != nil {
-		return nil, fmt.Errorf("moserver: generating a signing key: %w", err)
+		return nil, fmt.Errorf("generating a signing key: %w", err)
 	}
 	if err := st.Store(ctx, generatedKeyName, pemBytes); err != nil {
-		return nil, fmt.Errorf("moserver: keeping the generated signing key in storage: %w", err)
+		return nil, fmt.Errorf("keeping the generated signing key in storage: %w", err)
 	}
 	log.Info("generated an ES256 signing key and kept it in Caddy's storage", zap.String("kid", k.KID), zap.String("storage_key", generatedKeyName))
 	return k, nil

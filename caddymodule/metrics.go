@@ -94,7 +94,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 			if errors.As(err, &are) && are.ExistingCollector == c {
 				continue
 			}
-			return fmt.Errorf("moserver: registering metrics: %w", err)
+			return fmt.Errorf("registering metrics: %w", err)
 		}
 	}
 	return nil

@@ -73,6 +73,12 @@ type Handler struct {
 	// UnknownGrants is "passthrough" (default: grants the module does not own
 	// go to the next handler) or "reject" (answered unsupported_grant_type).
 	UnknownGrants string `json:"unknown_grants,omitempty"`
+	// RequirePKCE makes every client use PKCE (S256) with the plugin's
+	// authorization codes: an authorize request without code_challenge is
+	// refused before PHP, and a code not bound to one is not redeemed.
+	RequirePKCE bool `json:"require_pkce,omitempty"`
+	// RequirePKCEClients names the clients that must use PKCE, when not all.
+	RequirePKCEClients []string `json:"require_pkce_clients,omitempty"`
 	// Clients are the OAuth clients declared in the configuration.
 	Clients []ClientConfig `json:"clients,omitempty"`
 	// StoreTimeout bounds every store call of a request (default 1s): with
@@ -168,6 +174,13 @@ type ClientConfig struct {
 	AccessTokenTTL caddy.Duration `json:"access_token_ttl,omitempty"`
 	// CORSOrigins are browser origins allowed to call the endpoints as this client.
 	CORSOrigins []string `json:"cors_origins,omitempty"`
+	// RedirectURIs are where an authorize request the module refuses may be
+	// sent back (the plugin's clients have theirs in WordPress).
+	RedirectURIs []string `json:"redirect_uris,omitempty"`
+	// Public marks a client without a secret (single-page and mobile apps):
+	// it authenticates with its id alone, must use PKCE, and may use only
+	// authorization_code and refresh_token.
+	Public bool `json:"public,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -181,6 +194,11 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision builds the token endpoint: clients, signing keys and store.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	// Caddy runs Validate after Provision; checking first means a mistake
+	// is reported by the option's name and opens no connection.
+	if err := h.Validate(); err != nil {
+		return err
+	}
 	repl := caddy.NewReplacer()
 	issuer := repl.ReplaceKnown(h.Issuer, "")
 	if err := checkAbsoluteURL("issuer", issuer); err != nil {
@@ -223,6 +241,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		RefreshTokenTTL:     time.Duration(h.RefreshTokenTTL),
 		RefreshGrace:        h.refreshGrace(),
 		RejectUnknownGrants: h.UnknownGrants == "reject",
+		RequirePKCE:         h.RequirePKCE,
+		RequirePKCEFor:      h.RequirePKCEClients,
 		Clients:             reg,
 		WordPress:           wp,
 		UserAccessTokens:    userTokens,
@@ -237,13 +257,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Events:              events,
 	})
 	if err != nil {
-		return fmt.Errorf("moserver: %w", err)
+		return err
 	}
 	h.shared = &sharedServer{issuer: issuer, audiences: h.audiences(issuer, repl), signer: signer, store: st,
 		storeTimeout: time.Duration(h.StoreTimeout)}
 	blocks, err := blocksOf(ctx)
 	if err != nil {
-		return fmt.Errorf("moserver: %w", err)
+		return err
 	}
 	blocks.addBlock(h.shared)
 	shareOps(h.shared, opsInfo{keep: h.longestTokenLifetime()})
@@ -285,24 +305,29 @@ func (h *Handler) buildClients(repl *caddy.Replacer) (clients.Static, error) {
 			RefreshTokens:  cc.RefreshTokens,
 			Audience:       repl.ReplaceKnown(cc.Audience, ""),
 			AccessTokenTTL: time.Duration(cc.AccessTokenTTL),
+			RedirectURIs:   cc.RedirectURIs,
+			Public:         cc.Public,
+			RequirePKCE:    cc.Public,
 		}
-		if cc.SecretSHA256 != "" {
+		if cc.Public {
+			c.Grants = orDefault(cc.Grants, []string{clients.GrantAuthorizationCode, clients.GrantRefreshToken})
+		} else if cc.SecretSHA256 != "" {
 			d, err := clients.ParseSecretDigest(repl.ReplaceKnown(cc.SecretSHA256, ""))
 			if err != nil {
-				return nil, fmt.Errorf("moserver: client %q: %w", cc.ID, err)
+				return nil, fmt.Errorf("client %q: %w", cc.ID, err)
 			}
 			c.SecretDigest = d
 		} else {
 			secret := repl.ReplaceKnown(cc.Secret, "")
 			if secret == "" {
-				return nil, fmt.Errorf("moserver: client %q: secret is empty (is its environment variable set?)", cc.ID)
+				return nil, fmt.Errorf("client %q: secret is empty (is its environment variable set?)", cc.ID)
 			}
 			c.SecretDigest = clients.SecretDigest(secret)
 		}
 		for _, o := range cc.CORSOrigins {
 			origin, err := clients.NormalizeOrigin(o)
 			if err != nil {
-				return nil, fmt.Errorf("moserver: client %q: cors_origins: %w", cc.ID, err)
+				return nil, fmt.Errorf("client %q: cors_origins: %w", cc.ID, err)
 			}
 			c.CORSOrigins = append(c.CORSOrigins, origin)
 		}
@@ -321,44 +346,44 @@ func orDefault(v, def []string) []string {
 // Validate checks the configuration and names the option at fault.
 func (h *Handler) Validate() error {
 	if h.Issuer == "" {
-		return fmt.Errorf("moserver: issuer is required")
+		return fmt.Errorf("issuer is required")
 	}
 	for name, p := range map[string]string{"token_path": h.TokenPath, "revoke_path": h.RevokePath, "jwks_path": h.JWKSPath, "introspect_path": h.IntrospectPath} {
 		if p != "" && !strings.HasPrefix(p, "/") {
-			return fmt.Errorf("moserver: %s %q must start with /", name, p)
+			return fmt.Errorf("%s %q must start with /", name, p)
 		}
 	}
 	if h.RefreshGrace != nil && *h.RefreshGrace < 0 {
-		return fmt.Errorf("moserver: refresh_grace must not be negative")
+		return fmt.Errorf("refresh_grace must not be negative")
 	}
 	for name, d := range map[string]caddy.Duration{"access_token_ttl": h.AccessTokenTTL, "refresh_token_ttl": h.RefreshTokenTTL, "store_timeout": h.StoreTimeout} {
 		if d < 0 {
-			return fmt.Errorf("moserver: %s must not be negative", name)
+			return fmt.Errorf("%s must not be negative", name)
 		}
 	}
 	switch h.UnknownGrants {
 	case "", "passthrough", "reject":
 	default:
-		return fmt.Errorf("moserver: unknown_grants must be passthrough or reject, not %q", h.UnknownGrants)
+		return fmt.Errorf("unknown_grants must be passthrough or reject, not %q", h.UnknownGrants)
 	}
 	if h.Storage != nil {
 		switch h.Storage.Type {
 		case "", "memory":
 		case "redis", "redis_sentinel":
 			if h.Storage.URL == "" {
-				return fmt.Errorf("moserver: storage %s needs a URL", h.Storage.Type)
+				return fmt.Errorf("storage %s needs a URL", h.Storage.Type)
 			}
 		case "redis_cluster":
 			if h.Storage.URL == "" {
-				return fmt.Errorf("moserver: storage redis_cluster needs a URL")
+				return fmt.Errorf("storage redis_cluster needs a URL")
 			}
 			// A brace in the prefix would change the hash tag of every key,
 			// and "{}" would split a family's keys over several slots.
 			if strings.ContainsAny(h.keyPrefix(), "{}") {
-				return fmt.Errorf("moserver: with storage redis_cluster, key_prefix must not contain braces, got %q", h.keyPrefix())
+				return fmt.Errorf("with storage redis_cluster, key_prefix must not contain braces, got %q", h.keyPrefix())
 			}
 		default:
-			return fmt.Errorf("moserver: storage must be memory, redis, redis_sentinel or redis_cluster, not %q", h.Storage.Type)
+			return fmt.Errorf("storage must be memory, redis, redis_sentinel or redis_cluster, not %q", h.Storage.Type)
 		}
 		if err := h.Storage.validateAck(h.StoreTimeout); err != nil {
 			return err
@@ -366,14 +391,14 @@ func (h *Handler) Validate() error {
 	}
 	for i, k := range h.SigningKeys {
 		if k.File == "" {
-			return fmt.Errorf("moserver: signing_key #%d has no file", i+1)
+			return fmt.Errorf("signing_key #%d has no file", i+1)
 		}
 	}
 	if h.AuthFailureLimit < -1 {
-		return fmt.Errorf("moserver: auth_failure_limit must be a positive number or off")
+		return fmt.Errorf("auth_failure_limit must be a positive number or off")
 	}
 	if h.AuthFailureWindow < 0 {
-		return fmt.Errorf("moserver: auth_failure_limit window must not be negative")
+		return fmt.Errorf("auth_failure_limit window must not be negative")
 	}
 	if err := h.WordPress.validate(); err != nil {
 		return err
@@ -384,7 +409,7 @@ func (h *Handler) Validate() error {
 			return err
 		}
 		if seen[c.ID] {
-			return fmt.Errorf("moserver: client %q is declared twice", c.ID)
+			return fmt.Errorf("client %q is declared twice", c.ID)
 		}
 		seen[c.ID] = true
 	}
@@ -393,26 +418,32 @@ func (h *Handler) Validate() error {
 
 func validateClient(c ClientConfig) error {
 	if c.ID == "" {
-		return fmt.Errorf("moserver: a client has no id")
+		return fmt.Errorf("a client has no id")
 	}
 	if strings.HasPrefix(c.ID, "wp-user:") {
-		return fmt.Errorf("moserver: client %q: ids starting with wp-user: are reserved", c.ID)
+		return fmt.Errorf("client %q: ids starting with wp-user: are reserved", c.ID)
 	}
-	if (c.Secret == "") == (c.SecretSHA256 == "") {
-		return fmt.Errorf("moserver: client %q needs exactly one of secret or secret_sha256", c.ID)
+	if c.Public && (c.Secret != "" || c.SecretSHA256 != "") {
+		return fmt.Errorf("client %q: a public client has no secret", c.ID)
+	}
+	if !c.Public && (c.Secret == "") == (c.SecretSHA256 == "") {
+		return fmt.Errorf("client %q needs exactly one of secret or secret_sha256 (or is public)", c.ID)
 	}
 	for _, g := range c.Grants {
-		if g != clients.GrantClientCredentials && g != clients.GrantRefreshToken {
-			return fmt.Errorf("moserver: client %q: grants: %q is not client_credentials or refresh_token", c.ID, g)
+		switch {
+		case g == clients.GrantClientCredentials && c.Public:
+			return fmt.Errorf("client %q: a public client cannot use client_credentials", c.ID)
+		case g != clients.GrantClientCredentials && g != clients.GrantRefreshToken && g != clients.GrantAuthorizationCode:
+			return fmt.Errorf("client %q: grants: %q is not client_credentials, refresh_token or authorization_code", c.ID, g)
 		}
 	}
 	for _, s := range c.Scopes {
 		if strings.ContainsAny(s, "\"\\ ") || s == "" {
-			return fmt.Errorf("moserver: client %q: scopes: %q is not a valid scope", c.ID, s)
+			return fmt.Errorf("client %q: scopes: %q is not a valid scope", c.ID, s)
 		}
 	}
 	if c.AccessTokenTTL < 0 {
-		return fmt.Errorf("moserver: client %q: access_token_ttl must not be negative", c.ID)
+		return fmt.Errorf("client %q: access_token_ttl must not be negative", c.ID)
 	}
 	return nil
 }
@@ -420,7 +451,7 @@ func validateClient(c ClientConfig) error {
 func checkAbsoluteURL(option, raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return fmt.Errorf("moserver: %s %q must be an absolute http(s) URL", option, raw)
+		return fmt.Errorf("%s %q must be an absolute http(s) URL", option, raw)
 	}
 	return nil
 }
@@ -464,9 +495,15 @@ func (h *Handler) Cleanup() error {
 }
 
 // ServeHTTP answers the token, revocation and JWKS endpoints and passes
-// every other request to next.
+// every other request to next, without the X-Moserver-* headers a client
+// sent (see removeForgedIdentity).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	removeForgedIdentity(r)
 	if h.server.Handle(w, r) {
+		return nil
+	}
+	w, answered := h.server.Authorize(w, r)
+	if answered {
 		return nil
 	}
 	return next.ServeHTTP(w, r)

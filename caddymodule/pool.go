@@ -109,14 +109,14 @@ func (c *StorageConfig) redisOptions() store.RedisOptions {
 // store_timeout (0: its default).
 func (c *StorageConfig) validateAck(storeTimeout caddy.Duration) error {
 	if c.MinReplicasAck < 0 {
-		return fmt.Errorf("moserver: min_replicas_ack must not be negative")
+		return fmt.Errorf("min_replicas_ack must not be negative")
 	}
 	if c.MinReplicasAckTimeout < 0 {
-		return fmt.Errorf("moserver: min_replicas_ack timeout must not be negative")
+		return fmt.Errorf("min_replicas_ack timeout must not be negative")
 	}
 	if c.MinReplicasAck == 0 {
 		if c.MinReplicasAckTimeout != 0 {
-			return fmt.Errorf("moserver: a min_replicas_ack timeout needs min_replicas_ack")
+			return fmt.Errorf("a min_replicas_ack timeout needs min_replicas_ack")
 		}
 		return nil
 	}
@@ -125,15 +125,15 @@ func (c *StorageConfig) validateAck(storeTimeout caddy.Duration) error {
 	case "redis_cluster":
 		// WAIT counts the replicas of the server it runs on, and a cluster
 		// client sends it to any master, not to the one that wrote.
-		return fmt.Errorf("moserver: min_replicas_ack works with storage redis and redis_sentinel, not redis_cluster")
+		return fmt.Errorf("min_replicas_ack works with storage redis and redis_sentinel, not redis_cluster")
 	default:
-		return fmt.Errorf("moserver: min_replicas_ack needs storage redis or redis_sentinel")
+		return fmt.Errorf("min_replicas_ack needs storage redis or redis_sentinel")
 	}
 	if storeTimeout == 0 {
 		storeTimeout = caddy.Duration(oauth.DefaultStoreTimeout)
 	}
 	if wait := c.redisOptions().AckTimeout; wait >= time.Duration(storeTimeout) {
-		return fmt.Errorf("moserver: the min_replicas_ack timeout (%v) must be shorter than store_timeout (%v)",
+		return fmt.Errorf("the min_replicas_ack timeout (%v) must be shorter than store_timeout (%v)",
 			wait, time.Duration(storeTimeout))
 	}
 	return nil
@@ -152,7 +152,7 @@ func poolRedis(client redis.UniversalClient, prefix string, ack store.RedisOptio
 	st, err := store.NewRedisWithOptions(client, prefix, ack)
 	if err != nil {
 		_ = client.Close()
-		return nil, fmt.Errorf("moserver: storage %s: %w", kind, err)
+		return nil, fmt.Errorf("storage %s: %w", kind, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -185,7 +185,10 @@ func setIfZero[T comparable](p *T, v T) {
 func newRedisStore(rawURL, prefix string, ack store.RedisOptions) (caddy.Destructor, error) {
 	opts, err := redis.ParseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("moserver: storage redis: %w", err)
+		return nil, fmt.Errorf("storage redis: %w", withoutCredentials(err, rawURL, func(u string) error {
+			_, err := redis.ParseURL(u)
+			return err
+		}))
 	}
 	client := redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs:         []string{opts.Addr},
@@ -225,7 +228,10 @@ func newRedisClusterStore(rawURL, prefix string, ack store.RedisOptions) (caddy.
 func clusterOptions(rawURL string) (*redis.ClusterOptions, error) {
 	opts, err := redis.ParseClusterURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("moserver: storage redis_cluster: %w", err)
+		return nil, fmt.Errorf("storage redis_cluster: %w", withoutCredentials(err, rawURL, func(u string) error {
+			_, err := redis.ParseClusterURL(u)
+			return err
+		}))
 	}
 	failFast(&opts.DialTimeout, &opts.DialerRetries, &opts.MaxRetries, &opts.ReadTimeout, &opts.WriteTimeout, redisIOTimeout)
 	opts.ContextTimeoutEnabled = true
@@ -266,8 +272,21 @@ const defaultSentinelPort = "26379"
 // password, which belong in the user info. rediss:// uses TLS to the
 // Sentinels and the servers, each checked against the host it is dialed at.
 func sentinelOptions(rawURL string, readTimeout time.Duration) (*redis.FailoverOptions, error) {
+	opts, err := parseSentinelURL(rawURL, readTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("storage redis_sentinel: %w", withoutCredentials(err, rawURL, func(u string) error {
+			_, err := parseSentinelURL(u, readTimeout)
+			return err
+		}))
+	}
+	return opts, nil
+}
+
+// parseSentinelURL is sentinelOptions without the name of the option in its
+// errors, which may show the URL's credentials.
+func parseSentinelURL(rawURL string, readTimeout time.Duration) (*redis.FailoverOptions, error) {
 	fail := func(format string, args ...any) error {
-		return fmt.Errorf("moserver: storage redis_sentinel: "+format, args...)
+		return fmt.Errorf(format, args...)
 	}
 	// The host list is split here: url.Parse accepts "h1:1,h2:2" as one
 	// host but not "h1:1,h2" (it reads ":1,h2" as the port).
@@ -354,6 +373,55 @@ func sentinelOptions(rawURL string, readTimeout time.Duration) (*redis.FailoverO
 	failFast(&opts.DialTimeout, &opts.DialerRetries, &opts.MaxRetries, &opts.ReadTimeout, &opts.WriteTimeout, readTimeout)
 	opts.ContextTimeoutEnabled = true
 	return opts, nil
+}
+
+// redactedText is what a hidden password shows as, as in url.URL.Redacted.
+const redactedText = "xxxxx"
+
+// redactURL returns a storage URL with its password, and the value of every
+// query parameter whose name contains "password" (sentinel_password),
+// replaced by xxxxx. It works on the text without parsing it, so that it
+// hides the password of a URL that does not parse too: the user info runs
+// from "://" to the last "@" (the password may hold an unescaped "/", "?" or
+// "#"), and the password from the first ":" in it.
+func redactURL(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return raw
+	}
+	userinfo, hostAndMore := "", rest
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		userinfo, hostAndMore = rest[:at+1], rest[at+1:]
+		if user, _, hasPassword := strings.Cut(userinfo, ":"); hasPassword {
+			userinfo = user + ":" + redactedText + "@"
+		}
+	}
+	if hostPath, query, ok := strings.Cut(hostAndMore, "?"); ok {
+		pairs := strings.Split(query, "&")
+		for i, pair := range pairs {
+			if name, _, ok := strings.Cut(pair, "="); ok && strings.Contains(strings.ToLower(name), "password") {
+				pairs[i] = name + "=" + redactedText
+			}
+		}
+		hostAndMore = hostPath + "?" + strings.Join(pairs, "&")
+	}
+	return scheme + "://" + userinfo + hostAndMore
+}
+
+// withoutCredentials turns the error parse gave for rawURL into one that can
+// be shown and logged: url.Parse's errors quote the whole URL, and other
+// messages quote the pieces a password with an unescaped "/" was cut into.
+// It is the error parse gives for the URL with its credentials redacted
+// (redactURL) or, when that one parses, one that points at the user info.
+func withoutCredentials(err error, rawURL string, parse func(string) error) error {
+	redacted := redactURL(rawURL)
+	if redacted == rawURL {
+		return err
+	}
+	if rerr := parse(redacted); rerr != nil {
+		return rerr
+	}
+	return errors.New("the URL's user name or password does not parse (percent-encode every character other than letters, digits and - . _ ~ in them)")
 }
 
 func releaseStore(key string) error {

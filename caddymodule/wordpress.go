@@ -29,6 +29,9 @@ type WordPressConfig struct {
 	// RefreshTokens makes client_credentials issue refresh tokens to
 	// WordPress clients too.
 	RefreshTokens bool `json:"refresh_tokens,omitempty"`
+	// PublicClients are the ids of the plugin's clients that are public
+	// (single-page and mobile apps): no secret, PKCE required.
+	PublicClients []string `json:"public_clients,omitempty"`
 }
 
 // validate checks the wordpress block, if there is one.
@@ -37,20 +40,20 @@ func (cfg *WordPressConfig) validate() error {
 		return nil
 	}
 	if cfg.DSN == "" {
-		return fmt.Errorf("moserver: wordpress needs a DSN")
+		return fmt.Errorf("wordpress needs a DSN")
 	}
 	if cfg.TablePrefix != "" {
 		if err := wordpress.ValidatePrefix(cfg.TablePrefix); err != nil {
-			return fmt.Errorf("moserver: wordpress table_prefix: %w", err)
+			return fmt.Errorf("wordpress table_prefix: %w", err)
 		}
 	}
 	switch cfg.UserAccessTokens {
 	case "", oauth.UserAccessOpaque, oauth.UserAccessJWT:
 	default:
-		return fmt.Errorf("moserver: wordpress user_access_tokens must be opaque or jwt, not %q", cfg.UserAccessTokens)
+		return fmt.Errorf("wordpress user_access_tokens must be opaque or jwt, not %q", cfg.UserAccessTokens)
 	}
 	if cfg.RefreshInterval < 0 {
-		return fmt.Errorf("moserver: wordpress refresh_interval must not be negative")
+		return fmt.Errorf("wordpress refresh_interval must not be negative")
 	}
 	return nil
 }
@@ -86,13 +89,14 @@ func openWordPress(cfg *WordPressConfig, issuer string, repl *caddy.Replacer, lo
 		return wpConn{db}, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("moserver: wordpress: %w", err)
+		return nil, fmt.Errorf("wordpress: %w", err)
 	}
 	db := v.(wpConn).DB
 	reg := wordpress.NewRegistry(db, wordpress.RegistryOptions{
 		RefreshInterval: time.Duration(cfg.RefreshInterval),
 		Logger:          log.Named("wordpress"),
 		RefreshTokens:   cfg.RefreshTokens,
+		PublicClients:   cfg.PublicClients,
 	})
 	return &wordpressSite{db: db, registry: reg, issuer: issuer, poolKey: key}, nil
 }

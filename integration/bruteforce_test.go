@@ -60,7 +60,7 @@ func TestBruteForceLocksOutNoClient(t *testing.T) {
 		t.Error("429 without Retry-After")
 	}
 	mustError(t, a.from(t, "198.51.100.7", secondClient), 429, "temporarily_unavailable") // the address is spent
-	mustToken(t, a.from(t, "198.51.100.8", ccValues()))                                  // the real client is not locked out
+	mustToken(t, a.from(t, "198.51.100.8", ccValues()))                                   // the real client is not locked out
 	mustToken(t, b.from(t, "198.51.100.9", secondClient))
 
 	for i := range 3 {

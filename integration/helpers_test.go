@@ -1,5 +1,5 @@
 // Package integration runs the real Caddy binary, built with the module by
-// ./xcaddy.sh build, against a real Redis and a recording upstream.
+// go build ./cmd/caddy (or $MOSERVER_CADDY_BIN), against a real Redis and a recording upstream.
 package integration
 
 import (

@@ -21,8 +21,14 @@ import (
 	"github.com/caddy-moserver/caddy-moserver/internal/testutil/caddyproc"
 )
 
-// TestExampleCaddyfile runs Caddyfile.example as shipped (on free ports) and
-// gets a token the way its comment says.
+// exampleSecretEnv is what ./xcaddy.sh run puts in the environment of
+// Caddyfile.example when MOSERVER_DEMO_SECRET is unset.
+const exampleSecretEnv = "MOSERVER_DEMO_SECRET=demo-secret"
+
+// TestExampleCaddyfile runs Caddyfile.example as shipped (on free ports), in
+// the environment ./xcaddy.sh run gives it, and gets a token the way its
+// comment says. The demo secret is read when the configuration loads, so it
+// is not in the configuration Caddy saves.
 func TestExampleCaddyfile(t *testing.T) {
 	root, err := caddyproc.RepoRoot()
 	if err != nil {
@@ -36,7 +42,7 @@ func TestExampleCaddyfile(t *testing.T) {
 	cfg := strings.NewReplacer(":8080", fmt.Sprintf(":%d", port),
 		"admin localhost:2019", fmt.Sprintf("admin localhost:%d", caddyproc.FreePort(t))).Replace(string(example))
 	base := fmt.Sprintf("http://localhost:%d", port)
-	caddyproc.Start(t, cfg, base+"/")
+	inst := caddyproc.Start(t, cfg, base+"/", exampleSecretEnv)
 	s := &site{base: base}
 	r := mustToken(t, s.post(t, "/wp-json/moserver/token", "application/x-www-form-urlencoded",
 		"grant_type=client_credentials", "Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("demo-client:demo-secret"))))
@@ -44,6 +50,46 @@ func TestExampleCaddyfile(t *testing.T) {
 		"client_id": {"demo-client"}, "client_secret": {"demo-secret"}, "refresh_token": {r.str("refresh_token")}}))
 	if other := send(t, mustGet(t, base+"/some/page")); !strings.Contains(other.body, "WordPress would answer here") {
 		t.Fatalf("other URLs do not reach the next handler: %d %s", other.status, other.body)
+	}
+	saved, err := os.ReadFile(filepath.Join(inst.Dir(), "xdg-config", "caddy", "autosave.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(saved), "demo-secret") || !strings.Contains(string(saved), "{env.MOSERVER_DEMO_SECRET}") {
+		t.Errorf("Caddy's autosaved configuration holds the demo secret, not its placeholder:\n%s", saved)
+	}
+}
+
+// TestAdaptExampleHoldsNoSecret: caddy adapt of Caddyfile.example leaves the
+// demo secret's placeholder for run time, whatever the environment says,
+// and without the environment variable the example names it when it fails
+// to load rather than starting with an empty secret.
+func TestAdaptExampleHoldsNoSecret(t *testing.T) {
+	root, err := caddyproc.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const secret = "adapt-time-secret-4c1e"
+	adapt := exec.Command(caddyproc.Binary(t), "adapt", "--config", filepath.Join(root, "Caddyfile.example"), "--adapter", "caddyfile")
+	adapt.Env = append(os.Environ(), "MOSERVER_DEMO_SECRET="+secret)
+	out, err := adapt.Output()
+	if err != nil {
+		t.Fatalf("caddy adapt: %v\n%s", err, out)
+	}
+	for _, leaked := range []string{secret, "demo-secret"} {
+		if strings.Contains(string(out), leaked) {
+			t.Errorf("the adapted configuration holds %q:\n%s", leaked, out)
+		}
+	}
+	if !strings.Contains(string(out), `"secret":"{env.MOSERVER_DEMO_SECRET}"`) {
+		t.Errorf("the adapted configuration lacks the secret's placeholder:\n%s", out)
+	}
+
+	validate := exec.Command(caddyproc.Binary(t), "validate", "--config", filepath.Join(root, "Caddyfile.example"), "--adapter", "caddyfile")
+	validate.Env = append(os.Environ(), "MOSERVER_DEMO_SECRET=")
+	out, err = validate.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "demo-client") || !strings.Contains(string(out), "secret is empty") {
+		t.Errorf("caddy validate without MOSERVER_DEMO_SECRET: %v, want the empty secret named:\n%s", err, out)
 	}
 }
 
@@ -115,7 +161,7 @@ func TestDocumentedSamples(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cid, _ := tok.Get("client_id"); cid != clientID || tok.Subject() != clientID {
+		if cid, _ := tok.Get("client_id"); cid != clientID || tok.Subject() != "client:"+clientID {
 			t.Errorf("client_id %v sub %v", cid, tok.Subject())
 		}
 	})

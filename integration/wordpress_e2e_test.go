@@ -34,8 +34,9 @@ import (
 // TestWordPressE2E runs a real WordPress (Debian's wordpress package, PHP-FPM,
 // MariaDB) behind the built Caddy: php_fastcgi after moserver, as in the
 // README. The plugin's PHP is not installed (it is not in Debian), only its
-// tables, so whatever reaches PHP at /wp-json/moserver/... is answered by
-// WordPress itself with 404 rest_no_route.
+// tables and a stand-in for its authorize step (testdata/wordpress/mu-plugins,
+// see TestWordPressLogin), so whatever else reaches PHP at /wp-json/moserver/...
+// is answered by WordPress itself with 404 rest_no_route.
 //
 // Needs, besides MariaDB and redis-server: the Debian packages wordpress,
 // php-fpm and php-mysql (./xcaddy.sh test installs them when missing). The test
@@ -151,15 +152,15 @@ func TestWordPressE2E(t *testing.T) {
 		}
 	})
 
-	t.Run("authorization_code goes to WordPress", func(t *testing.T) {
+	t.Run("authorization_code is answered by the module", func(t *testing.T) {
 		c := c.with(t)
 		v := url.Values{"grant_type": {"authorization_code"}, "code": {mariadbtest.RandomToken(t)},
 			"redirect_uri": {base + "/callback"}, "client_id": {clientID}, "client_secret": {clientSecret}}
 		for _, path := range []string{tokenPath, "/?rest_route=/moserver/token"} {
 			r := c.form(path, v)
-			// Without the plugin, WordPress has no such route: its own 404, so PHP answered.
-			if code, _ := r.json["code"].(string); r.status != 404 || code != "rest_no_route" {
-				t.Errorf("POST %s authorization_code = %d %s, want WordPress's 404 rest_no_route", path, r.status, r.body)
+			// An unknown code: the module's RFC 6749 error, not WordPress's 404.
+			if r.status != 400 || r.str("error") != "invalid_grant" {
+				t.Errorf("POST %s authorization_code = %d %s, want the module's 400 invalid_grant", path, r.status, r.body)
 			}
 		}
 	})
@@ -172,8 +173,11 @@ type wordpressSite struct {
 	base, title string
 	dsn, tree   string
 	fpm         string // php-fpm's socket
+	php         string // the php CLI
 	db          *sql.DB
 	admin       int64 // the admin user's id
+	// adminPassword logs the admin user in at wp-login.php.
+	adminPassword string
 }
 
 // startWordPress installs WordPress with pretty permalinks and the plugin's
@@ -198,7 +202,8 @@ func startWordPress(t *testing.T) *wordpressSite {
 	}
 
 	wp.tree = newWordPressTree(t, wp.dsn, wp.base)
-	wp.admin = installWordPress(t, phpBin, wp.tree, wp.title)
+	wp.php, wp.adminPassword = phpBin, mariadbtest.RandomToken(t)
+	wp.admin = installWordPress(t, phpBin, wp.tree, wp.title, wp.adminPassword)
 	mariadbtest.SetOption(t, wp.db, "wp_", mariadbtest.OptSecretEncrypted, "1")
 	var dbAdmin int64
 	if err := wp.db.QueryRow("SELECT ID FROM wp_users WHERE user_login = 'admin'").Scan(&dbAdmin); err != nil || dbAdmin != wp.admin {
@@ -292,16 +297,23 @@ func newWordPressTree(t *testing.T, dsn, base string) string {
 	if err := os.Symlink(theme, filepath.Join(tree, "wp-content", "themes", e2eTheme)); err != nil {
 		t.Fatal(err)
 	}
-	// A must-use plugin that routes nothing unless a test asks (see the file).
-	probe, err := filepath.Abs(filepath.Join("testdata", "wordpress", "mu-plugins", "moserver-e2e-probe.php"))
-	if err != nil {
-		t.Fatal(err)
+	// The must-use plugins: a route probe that routes nothing unless a test
+	// asks, and the stand-in for the plugin's authorize step (see the files).
+	muPlugins, err := filepath.Glob(filepath.Join("testdata", "wordpress", "mu-plugins", "*.php"))
+	if err != nil || len(muPlugins) == 0 {
+		t.Fatalf("no must-use plugins in testdata/wordpress/mu-plugins (%v)", err)
 	}
 	if err := os.MkdirAll(filepath.Join(tree, "wp-content", "mu-plugins"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(probe, filepath.Join(tree, "wp-content", "mu-plugins", filepath.Base(probe))); err != nil {
-		t.Fatal(err)
+	for _, p := range muPlugins {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(abs, filepath.Join(tree, "wp-content", "mu-plugins", filepath.Base(p))); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	cfg, err := mysql.ParseDSN(dsn)
@@ -384,8 +396,8 @@ func phpString(s string) string {
 var installedLine = regexp.MustCompile(`(?m)^moserver-e2e: installed user_id=(\d+)$`)
 
 // installWordPress runs testdata/wordpress/install.php with the php CLI and
-// returns the id of the admin user it created.
-func installWordPress(t *testing.T, php, tree, title string) int64 {
+// returns the id of the admin user it created, whose password is password.
+func installWordPress(t *testing.T, php, tree, title, password string) int64 {
 	t.Helper()
 	script, err := filepath.Abs(filepath.Join("testdata", "wordpress", "install.php"))
 	if err != nil {
@@ -393,7 +405,7 @@ func installWordPress(t *testing.T, php, tree, title string) int64 {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, php, script, tree, title, "admin", "admin@example.com", mariadbtest.RandomToken(t))
+	cmd := exec.CommandContext(ctx, php, script, tree, title, "admin", "admin@example.com", password)
 	cmd.Dir = tree
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	start := time.Now()

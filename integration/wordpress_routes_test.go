@@ -76,7 +76,7 @@ func TestWordPressRoutes(t *testing.T) {
 	send := func(t *testing.T, site string, v variant) reply {
 		t.Helper()
 		r := rawRequest(t, site, v.method, v.target, v.contentType, v.body,
-			append([]string{"X-Moserver-E2E-Probe", "1"}, v.header...)...)
+			append([]string{"X-E2E-Route-Probe", "1"}, v.header...)...)
 		if strings.HasPrefix(r.header.Get("Content-Type"), "application/json") && r.body != "" {
 			_ = json.Unmarshal([]byte(r.body), &r.json)
 		}
@@ -211,7 +211,7 @@ func TestWordPressRoutes(t *testing.T) {
 				for site, name := range map[string]string{direct: "straight to PHP", module: "through moserver"} {
 					r := send(t, site, v)
 					if r.status != 200 || r.str("namespace") != "moserver" || strings.Contains(r.body, "moserver_e2e_probe") {
-						t.Errorf("%s, OPTIONS %s: %d %.300s, want WordPress's answer to a preflight", name, v.target, r.status, r.body)
+						t.Errorf("%s, OPTIONS %s: %d %.300s %v, want WordPress's answer to a preflight", name, v.target, r.status, r.body, r.header)
 					}
 				}
 			}

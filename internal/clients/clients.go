@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -79,6 +80,7 @@ func SecretDigest(secret string) [sha256.Size]byte {
 }
 
 // ParseSecretDigest decodes a hex SHA-256 digest as written in configuration.
+// The digest of the empty string is refused, as an empty secret is.
 func ParseSecretDigest(hexDigest string) ([sha256.Size]byte, error) {
 	var d [sha256.Size]byte
 	b, err := hex.DecodeString(strings.TrimSpace(hexDigest))
@@ -89,6 +91,9 @@ func ParseSecretDigest(hexDigest string) ([sha256.Size]byte, error) {
 		return d, fmt.Errorf("secret_sha256 must be %d hex characters, got %d", 2*sha256.Size, len(hexDigest))
 	}
 	copy(d[:], b)
+	if empty := SecretDigest(""); subtle.ConstantTimeCompare(d[:], empty[:]) == 1 {
+		return d, errors.New("secret_sha256 is the SHA-256 of the empty string: a client's secret must not be empty")
+	}
 	return d, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"strings"
 	"testing"
 )
 
@@ -69,5 +70,17 @@ func TestChainFirstWins(t *testing.T) {
 	}
 	if got, err := chain.Lookup(context.Background(), "z"); got != nil || err != nil {
 		t.Errorf("unknown id: %v %v", got, err)
+	}
+}
+
+// The SHA-256 of the empty string is refused like an empty secret: with
+// it, a client would authenticate with client_secret= and nothing else.
+func TestParseSecretDigestRefusesTheEmptySecret(t *testing.T) {
+	const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+	for _, h := range []string{emptySHA256, strings.ToUpper(emptySHA256), " " + emptySHA256 + "\n"} {
+		_, err := ParseSecretDigest(h)
+		if err == nil || !strings.Contains(err.Error(), "empty") {
+			t.Errorf("ParseSecretDigest(%q): %v, want an error about the empty secret", h, err)
+		}
 	}
 }

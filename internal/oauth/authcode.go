@@ -169,7 +169,7 @@ func (s *Server) redeemCode(ctx context.Context, c *clients.Client, code, digest
 	ttl := s.accessTTL(c)
 	if s.cfg.UserAccessTokens == UserAccessJWT {
 		red.AccessJTI, red.AccessExpiresAt = tokens.NewID(16), now.Add(ttl)
-		if e := s.mintAccessID(resp, c, userJWTSubject(userID), red.FamilyID, red.AccessJTI, now); e != nil {
+		if e := s.mintAccessID(resp, c, "", userJWTSubject(userID), red.FamilyID, red.AccessJTI, now); e != nil {
 			s.undoRedemption(ctx, code, red)
 			return nil, e
 		}

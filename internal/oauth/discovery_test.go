@@ -27,7 +27,7 @@ const (
 
 // discoveryFixture is a server with WordPress clients: an RS256 one, an
 // HS256 one, a public one without a key, and the test clients.
-func discoveryFixture(t *testing.T) (*fixture, *fakeWordPress, *rsa.PrivateKey) {
+func discoveryFixture(t *testing.T) (*fixture, *memWordPress, *rsa.PrivateKey) {
 	t.Helper()
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {

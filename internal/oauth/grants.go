@@ -165,7 +165,7 @@ func (s *Server) clientCredentials(ctx context.Context, resp *tokenResponse, c *
 		}
 		resp.RefreshToken = refresh
 	}
-	return s.mintAccess(resp, c, c.ID, familyID, now)
+	return s.mintAccess(resp, c, clientSubjectPrefix, c.ID, familyID, now)
 }
 
 func (s *Server) refresh(ctx context.Context, c *clients.Client, p params) (*tokenResponse, *Error) {
@@ -256,39 +256,42 @@ func (s *Server) familyExpiry(c *clients.Client, now time.Time) time.Time {
 }
 
 // issue fills resp with the access token (and id_token) for a family's
-// subject: a WordPress user's tokens when the subject is a user, else a JWT.
+// store subject: a WordPress user's tokens when the subject is a user, else
+// a JWT of the client's own.
 func (s *Server) issue(ctx context.Context, resp *tokenResponse, c *clients.Client, subject, familyID string, now time.Time) *Error {
 	if userID, ok := userOf(subject); ok {
 		if s.cfg.WordPress != nil {
 			return s.issueForUser(ctx, resp, c, userID, familyID, now)
 		}
-		subject = strconv.FormatInt(userID, 10)
+		return s.mintAccess(resp, c, "", strconv.FormatInt(userID, 10), familyID, now)
 	}
-	return s.mintAccess(resp, c, subject, familyID, now)
+	return s.mintAccess(resp, c, clientSubjectPrefix, subject, familyID, now)
 }
 
-// mintAccess signs the access token of resp.
-func (s *Server) mintAccess(resp *tokenResponse, c *clients.Client, subject, familyID string, now time.Time) *Error {
-	return s.mintAccessID(resp, c, subject, familyID, tokens.NewID(16), now)
+// mintAccess signs the access token of resp, whose "sub" is subjectPrefix
+// followed by subject (see clientSubjectPrefix).
+func (s *Server) mintAccess(resp *tokenResponse, c *clients.Client, subjectPrefix, subject, familyID string, now time.Time) *Error {
+	return s.mintAccessID(resp, c, subjectPrefix, subject, familyID, tokens.NewID(16), now)
 }
 
 // mintAccessID is mintAccess with the token's jti chosen by the caller.
-func (s *Server) mintAccessID(resp *tokenResponse, c *clients.Client, subject, familyID, jti string, now time.Time) *Error {
+func (s *Server) mintAccessID(resp *tokenResponse, c *clients.Client, subjectPrefix, subject, familyID, jti string, now time.Time) *Error {
 	ttl := s.accessTTL(c)
 	aud := c.Audience
 	if aud == "" {
 		aud = s.cfg.Audience
 	}
 	at, err := s.cfg.Signer.Mint(tokens.AccessClaims{
-		Issuer:    s.cfg.Issuer,
-		Subject:   subject,
-		Audience:  aud,
-		ClientID:  c.ID,
-		IssuedAt:  now,
-		ExpiresAt: now.Add(ttl),
-		JTI:       jti,
-		Scope:     resp.Scope,
-		FamilyID:  familyID,
+		Issuer:        s.cfg.Issuer,
+		SubjectPrefix: subjectPrefix,
+		Subject:       subject,
+		Audience:      aud,
+		ClientID:      c.ID,
+		IssuedAt:      now,
+		ExpiresAt:     now.Add(ttl),
+		JTI:           jti,
+		Scope:         resp.Scope,
+		FamilyID:      familyID,
 	})
 	if err != nil {
 		s.log.Error("signing an access token failed", zap.String("client_id", c.ID), errField(err))

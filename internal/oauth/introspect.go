@@ -82,11 +82,12 @@ func (s *Server) introspect(ctx context.Context, c *clients.Client, token string
 		JTI: claims.JTI, TokenType: "Bearer"}, nil
 }
 
-// publicSubject is the subject as tokens carry it: a WordPress user's id,
-// or the client id.
+// publicSubject is a store subject as tokens carry it (see
+// clientSubjectPrefix): a WordPress user's id, or "client:" and the client
+// id.
 func publicSubject(subject string) string {
 	if id, ok := userOf(subject); ok {
 		return strconv.FormatInt(id, 10)
 	}
-	return subject
+	return clientSubjectPrefix + subject
 }

@@ -30,7 +30,7 @@ func TestIntrospection(t *testing.T) {
 			return r
 		}
 		r := ask(at, ccID, ccSecret)
-		if r.json["active"] != true || r.str("client_id") != ccID || r.str("scope") != "email" || r.str("sub") != ccID ||
+		if r.json["active"] != true || r.str("client_id") != ccID || r.str("scope") != "email" || r.str("sub") != "client:"+ccID ||
 			r.str("iss") != issuer || r.str("token_type") != "Bearer" || r.json["exp"] == nil || r.str("jti") == "" {
 			t.Errorf("access token: %s", r.body)
 		}

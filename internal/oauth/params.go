@@ -60,6 +60,12 @@ var errBodyTooLarge = errors.New("request body too large")
 
 // readBody reads the whole request body, up to MaxBodyBytes, into a pooled
 // buffer and returns it as a string: one allocation, at its final size.
+//
+// The buffer grows with what has arrived, never ahead of it on the word of
+// Content-Length: a client that announces 64 KiB and sends one byte holds a
+// small buffer while it waits, not 64 KiB. The announced length only caps
+// each step, so a body that arrives as announced fills its buffer exactly
+// (with the one spare byte that sees EOF without growing).
 func readBody(r *http.Request) (string, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return "", nil
@@ -67,21 +73,17 @@ func readBody(r *http.Request) (string, error) {
 	if r.ContentLength > MaxBodyBytes {
 		return "", errBodyTooLarge
 	}
-	const limit = MaxBodyBytes + 1 // reading one byte more tells "too large"
 	scratch := getBody()
 	buf := (*scratch)[:0]
 	defer func() {
 		*scratch = buf // a grown buffer goes back to the pool (up to its bound)
 		putBody(scratch)
 	}()
-	if r.ContentLength > 0 {
-		buf = slices.Grow(buf, int(r.ContentLength)+1) // room to see EOF without growing
-	}
 	for {
 		if len(buf) == cap(buf) {
-			buf = slices.Grow(buf, 512)
+			buf = slices.Grow(buf, nextBodyCap(len(buf), r.ContentLength)-len(buf))
 		}
-		n, err := r.Body.Read(buf[len(buf):min(cap(buf), limit)])
+		n, err := r.Body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if len(buf) > MaxBodyBytes {
 			return "", errBodyTooLarge
@@ -93,6 +95,22 @@ func readBody(r *http.Request) (string, error) {
 			return "", err
 		}
 	}
+}
+
+// firstBodyRead is the buffer a body's first read gets when the pooled one
+// has none: most token requests fit in it.
+const firstBodyRead = 512
+
+// nextBodyCap is the capacity a full body buffer of n bytes grows to: twice
+// what has arrived (firstBodyRead at first), no more than the announced
+// length (when there is one and it has not been passed) plus the byte that
+// sees EOF, and no more than MaxBodyBytes+1, the byte that tells "too large".
+func nextBodyCap(n int, announced int64) int {
+	c := max(2*n, firstBodyRead)
+	if announced > 0 && announced >= int64(n) {
+		c = min(c, int(announced)+1)
+	}
+	return min(c, MaxBodyBytes+1)
 }
 
 // parseParams decodes a body by its Content-Type: form-urlencoded (also when

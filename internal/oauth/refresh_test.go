@@ -42,7 +42,7 @@ func TestRefreshRotates(t *testing.T) {
 			t.Errorf("scope = %q", r.str("scope"))
 		}
 		c1, _ := f.signer.Verify(r.str("access_token"), f.clock.Now())
-		if c1 == nil || c1.Subject != ccID || c1.FamilyID == "" {
+		if c1 == nil || c1.Subject != "client:"+ccID || c1.FamilyID == "" {
 			t.Errorf("claims %+v", c1)
 		}
 		// JSON body with the Java/Python samples' extra username and password.

@@ -86,7 +86,7 @@ func TestAccessTokenIsRFC9068JWT(t *testing.T) {
 	f := newFixture(t, nil, nil)
 	r := wantToken(t, f.post(ccForm("scope", "email")))
 	tok := f.verifyAccess(r.str("access_token"))
-	if tok.Issuer() != issuer || tok.Subject() != ccID || len(tok.Audience()) != 1 || tok.Audience()[0] != issuer {
+	if tok.Issuer() != issuer || tok.Subject() != "client:"+ccID || len(tok.Audience()) != 1 || tok.Audience()[0] != issuer {
 		t.Errorf("iss/sub/aud = %q %q %v", tok.Issuer(), tok.Subject(), tok.Audience())
 	}
 	if tok.JwtID() == "" || tok.IssuedAt().IsZero() || !tok.Expiration().Equal(tok.IssuedAt().Add(time.Hour)) {

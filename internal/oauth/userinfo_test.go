@@ -24,9 +24,9 @@ const (
 )
 
 // wpFixture is a server with a fake WordPress holding the fixtures' admin.
-func wpFixture(t *testing.T, st store.Store, mod func(*Config)) (*fixture, *fakeWordPress) {
+func wpFixture(t *testing.T, st store.Store, mod func(*Config)) (*fixture, *memWordPress) {
 	t.Helper()
-	wp := newFakeWordPress()
+	wp := newMemWordPress()
 	wp.users[1] = fixtureAdmin
 	f := newFixture(t, st, func(c *Config) {
 		c.WordPress = wp
@@ -38,7 +38,7 @@ func wpFixture(t *testing.T, st store.Store, mod func(*Config)) (*fixture, *fake
 }
 
 // addToken records an opaque access token of the admin, as the plugin does.
-func (f *fixture) addToken(wp *fakeWordPress, scope string, expires time.Time) string {
+func (f *fixture) addToken(wp *memWordPress, scope string, expires time.Time) string {
 	f.t.Helper()
 	at := newPluginToken()
 	if err := wp.InsertAccessToken(context.Background(), at, ccID, 1, expires, scope); err != nil {
@@ -368,7 +368,7 @@ func TestUserInfoRoutes(t *testing.T) {
 	if _, err := New(cfg); err != nil {
 		t.Errorf("without WordPress: %v", err)
 	}
-	cfg.WordPress = newFakeWordPress()
+	cfg.WordPress = newMemWordPress()
 	if _, err := New(cfg); err == nil {
 		t.Error("token_path on the userinfo route: no error")
 	}

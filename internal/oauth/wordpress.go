@@ -104,6 +104,20 @@ type AuthCode struct {
 	Scope       string
 }
 
+// A token's subject ("sub", X-Moserver-Sub, {moserver.sub}) takes one of
+// two forms, which no value can have both of:
+//
+//   - a WordPress user's: the user id, digits only, as the plugin's
+//     id_token and userinfo say;
+//   - a client's own (client_credentials and its refreshes):
+//     clientSubjectPrefix and the client id, so that a client whose id
+//     looks like a user id ("1") is not taken for that user.
+//
+// The client_id claim is always the bare client id. In the store a family's
+// subject is the client id for a client's own, or userSubjectPrefix and the
+// user id for a user's (publicSubject turns it into the token's form).
+const clientSubjectPrefix = "client:"
+
 // userSubjectPrefix marks the store subject of a family that belongs to a
 // WordPress user rather than to a client.
 const userSubjectPrefix = "wp-user:"
@@ -210,7 +224,7 @@ func subsetOf(scope, granted string) bool {
 func (s *Server) issueForUser(ctx context.Context, resp *tokenResponse, c *clients.Client, userID int64, familyID string, now time.Time) *Error {
 	ttl := s.accessTTL(c)
 	if s.cfg.UserAccessTokens == UserAccessJWT {
-		if e := s.mintAccess(resp, c, strconv.FormatInt(userID, 10), familyID, now); e != nil {
+		if e := s.mintAccess(resp, c, "", strconv.FormatInt(userID, 10), familyID, now); e != nil {
 			return e
 		}
 	} else {

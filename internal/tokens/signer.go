@@ -2,6 +2,7 @@ package tokens
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -30,20 +31,25 @@ var (
 const MaxTokenLen = 8 << 10
 
 // AccessClaims are the claims of an RFC 9068 access token. Mint requires
-// Issuer, Subject, Audience, ClientID and JTI to be non-empty and ExpiresAt
+// Issuer, Subject (or SubjectPrefix), Audience, ClientID and JTI to be
+// non-empty and ExpiresAt
 // to be later than IssuedAt (in whole seconds). Scope ("scope") and FamilyID
 // ("fid", the refresh-token family the token was minted from) are omitted
 // from the token when empty. Times are encoded as NumericDate seconds.
 type AccessClaims struct {
-	Issuer    string    // iss
-	Subject   string    // sub
-	Audience  string    // aud (a single string)
-	ClientID  string    // client_id
-	IssuedAt  time.Time // iat
-	ExpiresAt time.Time // exp
-	JTI       string    // jti
-	Scope     string    // scope, space-separated
-	FamilyID  string    // fid
+	Issuer string // iss
+	// SubjectPrefix, when set, is written before Subject in "sub", so that a
+	// caller can give "client:" and an id without building the string; it
+	// must be ASCII. Verify returns the whole "sub" as Subject.
+	SubjectPrefix string
+	Subject       string    // sub
+	Audience      string    // aud (a single string)
+	ClientID      string    // client_id
+	IssuedAt      time.Time // iat
+	ExpiresAt     time.Time // exp
+	JTI           string    // jti
+	Scope         string    // scope, space-separated
+	FamilyID      string    // fid
 }
 
 // Signer mints and verifies access tokens. The first key signs; every key
@@ -142,7 +148,7 @@ func (s *Signer) Mint(c AccessClaims) (string, error) {
 func (c *AccessClaims) check() error {
 	var missing []string
 	for _, f := range [...]struct{ name, v string }{
-		{"iss", c.Issuer}, {"sub", c.Subject}, {"aud", c.Audience}, {"client_id", c.ClientID}, {"jti", c.JTI},
+		{"iss", c.Issuer}, {"sub", cmp.Or(c.Subject, c.SubjectPrefix)}, {"aud", c.Audience}, {"client_id", c.ClientID}, {"jti", c.JTI},
 	} {
 		if f.v == "" {
 			missing = append(missing, f.name)
@@ -162,7 +168,14 @@ func appendClaims(b []byte, c *AccessClaims) []byte {
 	b = append(b, `{"iss":`...)
 	b = appendJSONString(b, c.Issuer)
 	b = append(b, `,"sub":`...)
-	b = appendJSONString(b, c.Subject)
+	b = appendJSONString(b, c.SubjectPrefix)
+	if c.Subject != "" {
+		// Reopen the string after the prefix and append Subject to it.
+		b = b[:len(b)-1]
+		n := len(b)
+		b = appendJSONString(b, c.Subject)
+		b = append(b[:n], b[n+1:]...)
+	}
 	b = append(b, `,"aud":`...)
 	b = appendJSONString(b, c.Audience)
 	b = append(b, `,"client_id":`...)

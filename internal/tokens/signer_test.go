@@ -680,3 +680,35 @@ func TestConcurrentUse(t *testing.T) {
 		}
 	}
 }
+
+// SubjectPrefix and Subject make one "sub", escaped as one JSON string.
+func TestMintSubjectPrefix(t *testing.T) {
+	s := testSigner(t, jwa.ES256)
+	now := time.Now()
+	for _, tc := range []struct{ prefix, subject, want string }{
+		{"client:", "1", "client:1"},
+		{"client:", `odd "id"</script>` + "\u2028\xff", "client:" + `odd "id"</script>` + "\u2028\ufffd"},
+		{"client:", "", "client:"},
+		{"", "42", "42"},
+	} {
+		c := sampleClaims(now)
+		c.SubjectPrefix, c.Subject = tc.prefix, tc.subject
+		tok, err := s.Mint(c)
+		if err != nil {
+			t.Fatalf("%q+%q: %v", tc.prefix, tc.subject, err)
+		}
+		var claims map[string]any
+		if err := json.Unmarshal(segment(t, tok, 1), &claims); err != nil {
+			t.Fatalf("%q+%q: claims are not JSON: %v", tc.prefix, tc.subject, err)
+		}
+		got, err := s.Verify(tok, now)
+		if err != nil || got.Subject != tc.want || claims["sub"] != tc.want {
+			t.Errorf("%q+%q: sub %q (JSON %q), %v; want %q", tc.prefix, tc.subject, got.Subject, claims["sub"], err, tc.want)
+		}
+	}
+	c := sampleClaims(now)
+	c.SubjectPrefix, c.Subject = "", ""
+	if _, err := s.Mint(c); err == nil {
+		t.Error("a token without sub was minted")
+	}
+}

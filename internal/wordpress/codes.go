@@ -55,18 +55,8 @@ func (d *DB) LookupAuthCode(ctx context.Context, code string) (*AuthCode, error)
 // this call deleted it: of any number of concurrent callers, in any number
 // of processes sharing the database, exactly one gets true.
 func (d *DB) TakeAuthCode(ctx context.Context, code string) (bool, error) {
-	ctx, cancel := d.withTimeout(ctx)
-	defer cancel()
-	res, err := d.sql.ExecContext(ctx,
+	return d.takeOne(ctx, "take authorization code",
 		"DELETE FROM "+d.t.codes+" WHERE CAST(authorization_code AS BINARY) = ? LIMIT 1", code)
-	if err != nil {
-		return false, fmt.Errorf("wordpress: take authorization code: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("wordpress: take authorization code: rows affected: %w", err)
-	}
-	return n == 1, nil
 }
 
 // DeleteAccessToken removes an access token from

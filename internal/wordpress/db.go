@@ -16,6 +16,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -118,8 +119,7 @@ func Open(dsn, tablePrefix string, opts Options) (*DB, error) {
 	}
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
-		// The driver's message may quote the DSN, password included.
-		return nil, errors.New("wordpress: malformed MySQL DSN (want user:password@tcp(host:port)/database?params)")
+		return nil, fmt.Errorf("wordpress: malformed MySQL DSN: %s (want user:password@tcp(host:port)/database?params)", dsnError(dsn))
 	}
 	if cfg.DBName == "" {
 		return nil, errors.New("wordpress: the MySQL DSN names no database (want user:password@tcp(host:port)/database)")
@@ -168,6 +168,41 @@ func Open(dsn, tablePrefix string, opts Options) (*DB, error) {
 			usermeta: table(tablePrefix, tblUsermeta),
 		},
 	}, nil
+}
+
+// dsnError says why the driver refuses dsn without showing its password.
+// The driver's messages quote parts of the DSN (the network, the database
+// name), and in a malformed DSN those may hold the password, or pieces of
+// it cut off at an unescaped "/". So it is the message for a copy of the DSN
+// whose password is replaced by xxxxx (redactDSN), or, when that copy
+// parses, one that points at the user name and password.
+func dsnError(dsn string) string {
+	if _, err := mysql.ParseDSN(redactDSN(dsn)); err != nil {
+		return err.Error()
+	}
+	return "its user name or password does not parse"
+}
+
+// redactDSN returns a MySQL DSN with the password replaced by xxxxx. It works
+// on the text without parsing it, so that it hides the password of a DSN
+// the driver refuses too: the user info runs to the last "@" (the driver
+// takes the last one before the database name) and the password from the
+// first ":" in it. A DSN without "@" whose part before the address or the
+// database holds a ":" is taken as one whose "@" was forgotten, and what
+// follows that ":" is hidden.
+func redactDSN(dsn string) string {
+	end := strings.LastIndex(dsn, "@")
+	if end < 0 {
+		end = strings.IndexAny(dsn, "(/")
+		if end < 0 {
+			end = len(dsn)
+		}
+	}
+	user, _, hasPassword := strings.Cut(dsn[:end], ":")
+	if !hasPassword {
+		return dsn
+	}
+	return user + ":xxxxx" + dsn[end:]
 }
 
 // Prefix returns the table prefix the DB was opened with.

@@ -51,6 +51,10 @@ type RegistryOptions struct {
 	Grants []string
 	// RefreshTokens makes client_credentials issue refresh tokens too.
 	RefreshTokens bool
+	// PublicClients are the ids of clients that are public (single-page and
+	// mobile apps): they authenticate with their id alone and must use PKCE
+	// (S256); their stored secret, if any, is not accepted.
+	PublicClients []string
 	// AccessTokenTTL overrides the server's access-token lifetime when > 0.
 	AccessTokenTTL time.Duration
 	// Audience overrides the server's access-token audience when set.
@@ -295,8 +299,9 @@ func (r *Registry) build(data *clientData) (*snapshot, []skippedRow) {
 				continue
 			}
 		}
-		if secret == "" {
-			skipped = append(skipped, skippedRow{row.id, "empty client secret (public clients are not supported)"})
+		public := slices.Contains(r.opts.PublicClients, row.id)
+		if secret == "" && !public {
+			skipped = append(skipped, skippedRow{row.id, "empty client secret (name it in public_clients to make it a public client)"})
 			continue
 		}
 		var origins []string
@@ -316,6 +321,11 @@ func (r *Registry) build(data *clientData) (*snapshot, []skippedRow) {
 			AccessTokenTTL: r.opts.AccessTokenTTL,
 			CORSOrigins:    origins,
 			RedirectURIs:   strings.Fields(row.redirectURI),
+			Public:         public,
+			RequirePKCE:    public,
+		}
+		if public {
+			snap.clients[row.id].SecretDigest = [32]byte{} // no secret authenticates it
 		}
 	}
 	return snap, skipped

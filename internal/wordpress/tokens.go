@@ -65,18 +65,23 @@ func (d *DB) TakeRefresh(ctx context.Context, row *RefreshRow) (bool, error) {
 	if row == nil {
 		return false, errors.New("wordpress: take refresh token: nil row")
 	}
+	return d.takeOne(ctx, "take refresh token", "DELETE FROM "+d.t.refresh+
+		" WHERE CAST(refresh_token AS BINARY) = ? AND CAST(client_id AS BINARY) = ? LIMIT 1",
+		row.Token, row.ClientID)
+}
+
+// takeOne runs a DELETE of at most one row and reports whether it deleted
+// one: the database decides between concurrent callers.
+func (d *DB) takeOne(ctx context.Context, what, query string, args ...any) (bool, error) {
 	ctx, cancel := d.withTimeout(ctx)
 	defer cancel()
-	res, err := d.sql.ExecContext(ctx,
-		"DELETE FROM "+d.t.refresh+
-			" WHERE CAST(refresh_token AS BINARY) = ? AND CAST(client_id AS BINARY) = ? LIMIT 1",
-		row.Token, row.ClientID)
+	res, err := d.sql.ExecContext(ctx, query, args...)
 	if err != nil {
-		return false, fmt.Errorf("wordpress: take refresh token: %w", err)
+		return false, fmt.Errorf("wordpress: %s: %w", what, err)
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return false, fmt.Errorf("wordpress: take refresh token: rows affected: %w", err)
+		return false, fmt.Errorf("wordpress: %s: rows affected: %w", what, err)
 	}
 	return n == 1, nil
 }

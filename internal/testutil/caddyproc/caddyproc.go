@@ -1,5 +1,6 @@
-// Package caddyproc runs the real Caddy binary (built with the moserver module by
-// ./xcaddy.sh build) as a child process, for integration tests.
+// Package caddyproc runs the real Caddy binary with the moserver module (go
+// build ./cmd/caddy, or $MOSERVER_CADDY_BIN) as a child process, for
+// integration tests.
 //
 // Typical use:
 //
@@ -33,6 +34,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -59,9 +61,11 @@ var (
 )
 
 // Binary returns the path of the Caddy binary to test: $MOSERVER_CADDY_BIN if
-// set (the test fails if that file does not exist), otherwise <repo>/caddy after
-// running <repo>/xcaddy.sh build once per test process (a no-op when the binary
-// is up to date). A failed build fails the test with the build output.
+// set (the test fails if that file does not exist), otherwise a binary built
+// from the repository's own main (go build ./cmd/caddy: Caddy's standard
+// modules and this one) once per test process, into a temporary directory;
+// Go's build cache makes that quick when nothing changed. A failed build
+// fails the test with the build output.
 func Binary(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv(EnvBinary); p != "" {
@@ -70,7 +74,7 @@ func Binary(t testing.TB) string {
 			t.Fatalf("caddyproc: %s=%q: %v", EnvBinary, p, err)
 		}
 		if st, err := os.Stat(abs); err != nil || st.IsDir() {
-			t.Fatalf("caddyproc: %s=%q does not name an existing file (unset it to build with ./xcaddy.sh build)", EnvBinary, p)
+			t.Fatalf("caddyproc: %s=%q does not name an existing file (unset it to build with go build ./cmd/caddy)", EnvBinary, p)
 		}
 		return abs
 	}
@@ -80,19 +84,46 @@ func Binary(t testing.TB) string {
 			buildErr = err
 			return
 		}
-		cmd := exec.Command("bash", filepath.Join(root, "xcaddy.sh"), "build")
+		dir, err := binaryDir()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		bin := filepath.Join(dir, "caddy")
+		cmd := exec.Command("go", "build", "-o", bin, "./cmd/caddy")
 		cmd.Dir = root
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("%s/xcaddy.sh build: %v\n%s", root, err, tailLines(string(out), 150))
+			buildErr = fmt.Errorf("go build ./cmd/caddy in %s: %v\n%s", root, err, tailLines(string(out), 150))
 			return
 		}
-		buildBin = filepath.Join(root, "caddy")
+		buildBin = bin
 	})
 	if buildErr != nil {
 		t.Fatalf("caddyproc: building caddy failed: %v", buildErr)
 	}
 	return buildBin
+}
+
+// binaryDir makes the directory of this process's binary,
+// <tmp>/moserver-caddy-<pid>, and removes those of processes that have
+// exited (a test process cannot remove its own when it ends).
+func binaryDir() (string, error) {
+	old, _ := filepath.Glob(filepath.Join(os.TempDir(), "moserver-caddy-*"))
+	for _, d := range old {
+		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), "moserver-caddy-"))
+		if err == nil && pid != os.Getpid() && !alive(pid) {
+			_ = os.RemoveAll(d)
+		}
+	}
+	dir := filepath.Join(os.TempDir(), "moserver-caddy-"+strconv.Itoa(os.Getpid()))
+	return dir, os.MkdirAll(dir, 0o755)
+}
+
+// alive reports whether a process with this pid exists.
+func alive(pid int) bool {
+	_, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid)))
+	return err == nil
 }
 
 // tailLines returns the last n lines of s (compiler errors come last in a build log).

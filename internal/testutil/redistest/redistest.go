@@ -120,8 +120,6 @@ func (s *Server) Pause() { s.signal("-STOP") }
 // sent to it meanwhile.
 func (s *Server) Resume() { s.signal("-CONT") }
 
-// signal sends a signal with kill(1), which keeps this file free of signal
-// constants that only Unix has.
 func (s *Server) signal(sig string) {
 	s.t.Helper()
 	s.mu.Lock()
@@ -129,8 +127,15 @@ func (s *Server) signal(sig string) {
 	if s.proc == nil {
 		s.t.Fatal("redistest: the server is not running")
 	}
-	if out, err := exec.Command("kill", sig, strconv.Itoa(s.proc.Pid)).CombinedOutput(); err != nil {
-		s.t.Fatalf("redistest: kill %s: %v %s", sig, err, out)
+	signal(s.t, sig, s.proc)
+}
+
+// signal sends a signal ("-STOP", "-CONT") to a process with kill(1), which
+// keeps this package free of signal constants that only Unix has.
+func signal(t testing.TB, sig string, p *os.Process) {
+	t.Helper()
+	if out, err := exec.Command("kill", sig, strconv.Itoa(p.Pid)).CombinedOutput(); err != nil {
+		t.Fatalf("redistest: kill %s %d: %v %s", sig, p.Pid, err, out)
 	}
 }
 

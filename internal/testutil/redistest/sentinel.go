@@ -256,8 +256,7 @@ func (s *Sentinel) PauseReplica() { s.signalReplica("-STOP") }
 // ResumeReplica continues the replica PauseReplica stopped (SIGCONT).
 func (s *Sentinel) ResumeReplica() { s.signalReplica("-CONT") }
 
-// signalReplica sends a signal with kill(1), which keeps this file free of
-// signal constants that only Unix has.
+// signalReplica sends a signal to the replica (see signal).
 func (s *Sentinel) signalReplica(sig string) {
 	s.t.Helper()
 	s.mu.Lock()
@@ -265,10 +264,7 @@ func (s *Sentinel) signalReplica(sig string) {
 	if s.replica == nil {
 		s.t.Fatal("redistest: there is no replica")
 	}
-	out, err := exec.Command("kill", sig, strconv.Itoa(s.replica.proc.Pid)).CombinedOutput()
-	if err != nil {
-		s.t.Fatalf("redistest: kill %s on the replica: %v %s", sig, err, out)
-	}
+	signal(s.t, sig, s.replica.proc)
 }
 
 // PartitionReplica cuts the replica off its primary for good: it gives the

@@ -2,7 +2,7 @@
 // over loopback only, it
 //
 //   - starts a private redis-server (no persistence) and the built Caddy
-//     (./caddy, built by `./xcaddy.sh build`; this program builds nothing)
+//     (a Caddy with the module, e.g. from go build ./cmd/caddy; this program builds nothing)
 //     with a generated Caddyfile in a temporary directory: one moserver site
 //     with `storage redis`, the admin endpoint on a free port;
 //   - measures capacity, closed loop at SOAK_CONCURRENCY (64): first
@@ -169,7 +169,7 @@ const requestTimeout = 30 * time.Second
 func run(ctx context.Context, cfg config) (err error) {
 	rep := &report{started: time.Now(), cfg: cfg, loadBefore: loadAvg()}
 	if st, err := os.Stat(cfg.caddyBin); err != nil || st.IsDir() {
-		return fmt.Errorf("%s: not a file (build it with ./xcaddy.sh build)", cfg.caddyBin)
+		return fmt.Errorf("%s: not a file (build it with go build ./cmd/caddy)", cfg.caddyBin)
 	}
 	if out, err := exec.CommandContext(ctx, cfg.caddyBin, "version").Output(); err == nil {
 		rep.caddyVersion = "Caddy " + strings.Fields(string(out) + " ?")[0]

@@ -1,7 +1,7 @@
 <?php
 /**
  * A probe for integration/wordpress_routes_test.go: on a request carrying the
- * header X-Moserver-E2E-Probe, the REST routes moserver/token, revoke, jwks,
+ * header X-E2E-Route-Probe, the REST routes moserver/token, revoke, jwks,
  * introspect and resource exist and answer which of them WordPress routed the
  * request to, with the route and method WordPress saw. Without the header (every other
  * test) there is no moserver route at all, as without the plugin.
@@ -10,7 +10,7 @@
 add_action(
 	'rest_api_init',
 	function () {
-		if ( empty( $_SERVER['HTTP_X_MOSERVER_E2E_PROBE'] ) ) {
+		if ( empty( $_SERVER['HTTP_X_E2E_ROUTE_PROBE'] ) ) {
 			return;
 		}
 		foreach ( array( 'token', 'revoke', 'jwks', 'introspect', 'resource' ) as $endpoint ) {

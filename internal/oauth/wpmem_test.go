@@ -7,10 +7,10 @@ import (
 	"time"
 )
 
-// fakeWordPress is an in-memory WordPress database for the core's tests:
+// memWordPress is an in-memory WordPress database for the core's tests:
 // the plugin's access-token rows, users and client keys. err, when set, is
 // what every call returns, as a database that cannot answer.
-type fakeWordPress struct {
+type memWordPress struct {
 	mu        sync.Mutex
 	access    map[string]*AccessToken
 	users     map[int64]*User
@@ -22,11 +22,11 @@ type fakeWordPress struct {
 
 var errWordPressDown = errors.New("wordpress: test outage")
 
-func newFakeWordPress() *fakeWordPress {
-	return &fakeWordPress{access: map[string]*AccessToken{}, users: map[int64]*User{}, keys: map[string]*IDTokenKey{}}
+func newMemWordPress() *memWordPress {
+	return &memWordPress{access: map[string]*AccessToken{}, users: map[int64]*User{}, keys: map[string]*IDTokenKey{}}
 }
 
-func (f *fakeWordPress) down(down bool) {
+func (f *memWordPress) down(down bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.err = nil
@@ -35,15 +35,15 @@ func (f *fakeWordPress) down(down bool) {
 	}
 }
 
-func (f *fakeWordPress) LookupPluginRefresh(context.Context, string) (*PluginRefresh, error) {
+func (f *memWordPress) LookupPluginRefresh(context.Context, string) (*PluginRefresh, error) {
 	return nil, f.err
 }
 
-func (f *fakeWordPress) TakePluginRefresh(context.Context, *PluginRefresh) (bool, error) {
+func (f *memWordPress) TakePluginRefresh(context.Context, *PluginRefresh) (bool, error) {
 	return false, f.err
 }
 
-func (f *fakeWordPress) InsertAccessToken(_ context.Context, token, clientID string, userID int64, expires time.Time, scope string) error {
+func (f *memWordPress) InsertAccessToken(_ context.Context, token, clientID string, userID int64, expires time.Time, scope string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -53,15 +53,15 @@ func (f *fakeWordPress) InsertAccessToken(_ context.Context, token, clientID str
 	return nil
 }
 
-func (f *fakeWordPress) IDToken(context.Context, string, int64, time.Time, time.Time, string) (string, error) {
+func (f *memWordPress) IDToken(context.Context, string, int64, time.Time, time.Time, string) (string, error) {
 	return "", errors.New("fake: no id_tokens")
 }
 
-func (f *fakeWordPress) LookupAuthCode(context.Context, string) (*AuthCode, error) { return nil, f.err }
+func (f *memWordPress) LookupAuthCode(context.Context, string) (*AuthCode, error) { return nil, f.err }
 
-func (f *fakeWordPress) TakeAuthCode(context.Context, string) (bool, error) { return false, f.err }
+func (f *memWordPress) TakeAuthCode(context.Context, string) (bool, error) { return false, f.err }
 
-func (f *fakeWordPress) DeleteAccessToken(_ context.Context, token string) error {
+func (f *memWordPress) DeleteAccessToken(_ context.Context, token string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -71,7 +71,7 @@ func (f *fakeWordPress) DeleteAccessToken(_ context.Context, token string) error
 	return nil
 }
 
-func (f *fakeWordPress) LookupAccessToken(_ context.Context, token string) (*AccessToken, error) {
+func (f *memWordPress) LookupAccessToken(_ context.Context, token string) (*AccessToken, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -84,7 +84,7 @@ func (f *fakeWordPress) LookupAccessToken(_ context.Context, token string) (*Acc
 	return nil, nil
 }
 
-func (f *fakeWordPress) User(_ context.Context, id int64) (*User, error) {
+func (f *memWordPress) User(_ context.Context, id int64) (*User, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -98,7 +98,7 @@ func (f *fakeWordPress) User(_ context.Context, id int64) (*User, error) {
 	return nil, nil
 }
 
-func (f *fakeWordPress) IDTokenKey(_ context.Context, clientID string) (*IDTokenKey, error) {
+func (f *memWordPress) IDTokenKey(_ context.Context, clientID string) (*IDTokenKey, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -108,7 +108,7 @@ func (f *fakeWordPress) IDTokenKey(_ context.Context, clientID string) (*IDToken
 	return f.keys[clientID], nil
 }
 
-func (f *fakeWordPress) reads() (users, keys int) {
+func (f *memWordPress) reads() (users, keys int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.userReads, f.keyReads
