@@ -189,8 +189,9 @@ func (s *Server) userOfToken(ctx context.Context, token string) (tokenGrant, *Er
 }
 
 // userOfJWT checks one of the server's JWT access tokens of a WordPress
-// user (sub the user id, never the client id) and asks the store whether
-// it, its refresh family or its client's tokens were revoked.
+// user (sub the user id in digits; a client's own says "client:<id>", see
+// clientSubjectPrefix) and asks the store whether it, its refresh family or
+// its client's tokens were revoked.
 func (s *Server) userOfJWT(ctx context.Context, token string) (tokenGrant, *Error) {
 	claims, err := s.cfg.Signer.Verify(token, s.cfg.Now())
 	switch {
@@ -200,7 +201,7 @@ func (s *Server) userOfJWT(ctx context.Context, token string) (tokenGrant, *Erro
 		return tokenGrant{}, errInvalidToken(descInvalidToken)
 	}
 	userID, ok := userIDOf(claims.Subject)
-	if !ok || claims.Subject == claims.ClientID {
+	if !ok {
 		return tokenGrant{}, errInvalidToken(descInvalidToken) // a client's own token
 	}
 	st, err := s.cfg.Store.CheckAccess(ctx, claims.JTI, claims.FamilyID, claims.ClientID)

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/caddy-moserver/caddy-moserver/internal/clients"
 	"github.com/caddy-moserver/caddy-moserver/internal/store"
 	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
 )
@@ -278,14 +280,10 @@ func TestUserInfoJWT(t *testing.T) {
 		t.Fatalf("JWT without a family: %d %s", r.status, r.body)
 	}
 
-	// Not a user's token: a client's own (sub = client id), a sub that is
-	// no user id, another issuer's, expired.
+	// Not a user's token: a client's own, a sub that is no user id,
+	// another issuer's, expired.
 	for name, tok := range map[string]string{
-		"client's": func() string {
-			tok, _ := f.signer.Mint(tokens.AccessClaims{Issuer: issuer, Subject: ccID, Audience: issuer, ClientID: ccID,
-				IssuedAt: now, ExpiresAt: now.Add(time.Hour), JTI: tokens.NewID(16)})
-			return tok
-		}(),
+		"client's": wantToken(t, f.post(ccForm())).str("access_token"),
 		"sub +7":   mint("+7", "", "openid", now),
 		"sub 0":    mint("0", "", "openid", now),
 		"expired":  mint("7", "", "openid", now.Add(-2*time.Hour)),
@@ -371,5 +369,32 @@ func TestUserInfoRoutes(t *testing.T) {
 	cfg.WordPress = newMemWordPress()
 	if _, err := New(cfg); err == nil {
 		t.Error("token_path on the userinfo route: no error")
+	}
+}
+
+// TestUserInfoDigitsClient: a client whose id looks like a user id gets no
+// user's claims for its own tokens, and its users' tokens are theirs.
+func TestUserInfoDigitsClient(t *testing.T) {
+	const digitsID, digitsSecret = "1", "secret-of-client-one"
+	f, wp := wpFixture(t, nil, func(c *Config) {
+		cs := testClients()
+		cs[digitsID] = &clients.Client{ID: digitsID, SecretDigest: clients.SecretDigest(digitsSecret),
+			Scopes: clients.DefaultScopes, Grants: clients.DefaultGrants}
+		c.Clients = cs
+		c.UserAccessTokens = UserAccessJWT
+	})
+	wp.users[2] = &User{ID: 2, Login: "bob"}
+	own := wantToken(t, f.post(url.Values{"grant_type": {"client_credentials"}, "client_id": {digitsID}, "client_secret": {digitsSecret}}))
+	wantChallenge(t, f.do(userInfo(own.str("access_token"))), 401, "invalid_token")
+	now := f.clock.Now()
+	for _, user := range []string{"1", "2"} {
+		at, err := f.signer.Mint(tokens.AccessClaims{Issuer: issuer, Subject: user, Audience: issuer, ClientID: digitsID,
+			IssuedAt: now, ExpiresAt: now.Add(time.Hour), JTI: tokens.NewID(16), Scope: "openid"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := f.do(userInfo(at)); r.status != 200 || r.body != `{"id":`+user+`,"ID":`+user+`,"sub":`+user+`}` {
+			t.Errorf("user %s's token of client %q: %d %s", user, digitsID, r.status, r.body)
+		}
 	}
 }
