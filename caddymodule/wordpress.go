@@ -157,3 +157,36 @@ func (w *wordpressSite) TakeAuthCode(ctx context.Context, code string) (bool, er
 func (w *wordpressSite) DeleteAccessToken(ctx context.Context, token string) error {
 	return w.db.DeleteAccessToken(ctx, token)
 }
+
+// LookupAccessToken implements oauth.WordPress.
+func (w *wordpressSite) LookupAccessToken(ctx context.Context, token string) (*oauth.AccessToken, error) {
+	row, err := w.db.LookupAccessToken(ctx, token)
+	if err != nil || row == nil {
+		return nil, err
+	}
+	return &oauth.AccessToken{ClientID: row.ClientID, UserID: row.UserID, Expires: row.Expires, Scope: row.Scope}, nil
+}
+
+// User implements oauth.WordPress.
+func (w *wordpressSite) User(ctx context.Context, userID int64) (*oauth.User, error) {
+	u, err := w.db.User(ctx, userID)
+	if err != nil || u == nil {
+		return nil, err
+	}
+	return &oauth.User{ID: u.ID, Login: u.Login, Email: u.Email, FirstName: u.FirstName, LastName: u.LastName,
+		Nickname: u.Nickname, DisplayName: u.DisplayName}, nil
+}
+
+// IDTokenKey implements oauth.WordPress: HS256 as stored, any other
+// algorithm is RS256, which is what IDToken signs with.
+func (w *wordpressSite) IDTokenKey(ctx context.Context, clientID string) (*oauth.IDTokenKey, error) {
+	k, err := w.db.ClientKey(ctx, clientID)
+	if err != nil || k == nil {
+		return nil, err
+	}
+	if k.Algorithm == wordpress.AlgHS256 {
+		return &oauth.IDTokenKey{Algorithm: wordpress.AlgHS256}, nil
+	}
+	pub, err := wordpress.PublicJWK(k)
+	return &oauth.IDTokenKey{Algorithm: wordpress.AlgRS256, Public: pub, Unusable: err}, nil
+}

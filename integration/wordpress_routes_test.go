@@ -22,11 +22,12 @@ import (
 // WordPress routes to them to two sites over one real WordPress (see
 // TestWordPressE2E): the README's site, moserver before php_fastcgi, and a
 // site without moserver, straight to PHP. On the second, a must-use plugin
-// (testdata/wordpress/mu-plugins) registers moserver/token, revoke, jwks and
-// introspect and answers which of them WordPress routed the request to: the
-// proof that WordPress does route that form there. On the first, the
-// module's own answer (a token, its revocation and introspection answers,
-// its JWKS) shows that the request never reached PHP. Near misses go to PHP
+// (testdata/wordpress/mu-plugins) registers moserver/token, revoke, jwks,
+// introspect and resource and answers which of them WordPress routed the
+// request to: the proof that WordPress does route that form there. On the
+// first, the module's own answer (a token, its revocation and introspection
+// answers, its JWKS, the userinfo endpoint's 401 without a token) shows that
+// the request never reached PHP. Near misses go to PHP
 // on both sites alike.
 func TestWordPressRoutes(t *testing.T) {
 	wp := startWordPress(t)
@@ -44,7 +45,7 @@ func TestWordPressRoutes(t *testing.T) {
 	const form = "application/x-www-form-urlencoded"
 	// body is a form every endpoint of the module answers in its own way: a
 	// token, revocation's empty 200, introspection's {"active":false}, and
-	// the JWKS's 405 to a POST.
+	// the 405 of the JWKS and the userinfo endpoint to a POST.
 	body := url.Values{"grant_type": {"client_credentials"}, "token": {"not-a-token"},
 		"client_id": {clientID}, "client_secret": {clientSecret}}.Encode()
 	multipart := func(part string) string {
@@ -103,7 +104,9 @@ func TestWordPressRoutes(t *testing.T) {
 		switch {
 		case e == "jwks" && v.method == http.MethodGet:
 			ok = ok && r.status == 200 && r.json["keys"] != nil
-		case e == "jwks":
+		case e == "resource" && v.method == http.MethodGet:
+			ok = ok && r.status == 401 && r.header.Get("Www-Authenticate") == `Bearer realm="moserver"`
+		case e == "jwks", e == "resource":
 			ok = ok && r.status == 405 && r.header.Get("Allow") == "GET, HEAD"
 		case e == "token":
 			ok = ok && r.status == 200 && r.str("access_token") != "" && r.header.Get("Cache-Control") == "no-store"
@@ -177,13 +180,13 @@ func TestWordPressRoutes(t *testing.T) {
 	// without ':', which PHP joins to the one before): its own 400.
 	unreadable := inBody("/", "multipart/form-data; boundary=XX", multipart("Content-Disposition: form-data; name=\"rest\r\n_route\"\r\n\r\n/moserver/{e}"))
 
-	for _, e := range []string{"token", "revoke", "jwks", "introspect"} {
+	for _, e := range []string{"token", "revoke", "jwks", "introspect", "resource"} {
 		t.Run(e, func(t *testing.T) {
 			for _, v := range routed {
 				v := expand(v, e)
 				routedBy(t, v, e)
 				answeredByModule(t, v, e)
-				if e == "jwks" && v.body == body {
+				if (e == "jwks" || e == "resource") && v.body == body {
 					v.method, v.contentType, v.body = http.MethodGet, "", ""
 					routedBy(t, v, e)
 					answeredByModule(t, v, e)
@@ -191,7 +194,7 @@ func TestWordPressRoutes(t *testing.T) {
 			}
 			v := expand(unreadable, e)
 			routedBy(t, v, e)
-			if e == "jwks" {
+			if e == "jwks" || e == "resource" {
 				answeredByModule(t, v, e)
 			} else {
 				answeredByModule(t, v, "400 invalid_request")

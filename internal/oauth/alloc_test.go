@@ -59,21 +59,25 @@ func TestClientCredentialsAllocations(t *testing.T) {
 }
 
 // TestPassOnAllocations: sorting out a request that is WordPress's (not one
-// of the endpoints in any form) allocates nothing, form bodies aside.
+// of the endpoints in any form) allocates nothing, form bodies aside, with
+// or without WordPress configured (which adds the userinfo endpoint and the
+// clients' discovery routes).
 func TestPassOnAllocations(t *testing.T) {
-	f := newFixture(t, nil, nil)
-	for _, target := range []string{"/", "/sample-page/", "/wp-content/themes/x/style.css?ver=6.1",
-		"/wp-json/wp/v2/posts?per_page=10&_embed", "/?rest_route=/wp/v2/posts&page=2", "/index.php/wp-json/",
-		"/wp-admin/admin-ajax.php?action=heartbeat"} {
-		req := httptest.NewRequest(http.MethodGet, target, nil)
-		w := &discardWriter{h: http.Header{}}
-		allocs := testing.AllocsPerRun(100, func() {
-			if f.srv.Handle(w, req) {
-				t.Fatalf("GET %s answered", target)
+	wp, _ := wpFixture(t, nil, nil)
+	for name, f := range map[string]*fixture{"without WordPress": newFixture(t, nil, nil), "with WordPress": wp} {
+		for _, target := range []string{"/", "/sample-page/", "/wp-content/themes/x/style.css?ver=6.1",
+			"/wp-json/wp/v2/posts?per_page=10&_embed", "/?rest_route=/wp/v2/posts&page=2", "/index.php/wp-json/",
+			"/wp-admin/admin-ajax.php?action=heartbeat", "/wp-json/moserver/x/.well-known/other"} {
+			req := httptest.NewRequest(http.MethodGet, target, nil)
+			w := &discardWriter{h: http.Header{}}
+			allocs := testing.AllocsPerRun(100, func() {
+				if f.srv.Handle(w, req) {
+					t.Fatalf("%s: GET %s answered", name, target)
+				}
+			})
+			if allocs > 0 {
+				t.Errorf("%s: GET %s: %.0f allocations, want none", name, target, allocs)
 			}
-		})
-		if allocs > 0 {
-			t.Errorf("GET %s: %.0f allocations, want none", target, allocs)
 		}
 	}
 }

@@ -34,6 +34,9 @@ type Error struct {
 	Allow string
 	// basicChallenge adds WWW-Authenticate: Basic (the client used Basic auth).
 	basicChallenge bool
+	// challenge, when set, is sent as WWW-Authenticate (a Bearer challenge
+	// of the userinfo endpoint, RFC 6750 §3).
+	challenge string
 	// rateLimited marks the 429 of the failed-authentication budget.
 	rateLimited bool
 }
@@ -98,6 +101,9 @@ func writeError(w http.ResponseWriter, e *Error) {
 	h := w.Header()
 	if e.basicChallenge {
 		h.Set("WWW-Authenticate", `Basic realm="moserver", charset="UTF-8"`)
+	}
+	if e.challenge != "" {
+		h.Set("WWW-Authenticate", e.challenge)
 	}
 	if e.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(e.RetryAfter))

@@ -15,7 +15,9 @@ const DefaultIntrospectPath = "/wp-json/moserver/introspect"
 // server answers.
 type metadata struct {
 	Issuer                   string   `json:"issuer"`
+	AuthorizationEndpoint    string   `json:"authorization_endpoint,omitempty"`
 	TokenEndpoint            string   `json:"token_endpoint"`
+	UserInfoEndpoint         string   `json:"userinfo_endpoint,omitempty"`
 	JWKSURI                  string   `json:"jwks_uri"`
 	RevocationEndpoint       string   `json:"revocation_endpoint"`
 	IntrospectionEndpoint    string   `json:"introspection_endpoint"`
@@ -25,6 +27,7 @@ type metadata struct {
 	IntrospectionAuthMethods []string `json:"introspection_endpoint_auth_methods_supported"`
 	AccessTokenSigningAlgs   []string `json:"access_token_signing_alg_values_supported"`
 	ResponseTypes            []string `json:"response_types_supported"`
+	CodeChallengeMethods     []string `json:"code_challenge_methods_supported,omitempty"`
 }
 
 // metadataPath is where RFC 8414 §3 puts the metadata of an issuer with a
@@ -37,14 +40,22 @@ func metadataPath(issuer string) string {
 	return "/.well-known/oauth-authorization-server" + strings.TrimSuffix(u.Path, "/")
 }
 
-// buildMetadata serialises the metadata once.
-func (s *Server) buildMetadata() []byte {
-	origin := s.cfg.Issuer
+// issuerOrigin is the scheme and host of the issuer, where the configured
+// paths are.
+func (s *Server) issuerOrigin() string {
 	if u, err := url.Parse(s.cfg.Issuer); err == nil {
-		origin = u.Scheme + "://" + u.Host
+		return u.Scheme + "://" + u.Host
 	}
+	return s.cfg.Issuer
+}
+
+// buildMetadata serialises the metadata once. With WordPress, the module
+// also redeems the plugin's authorization codes (PKCE S256) and answers its
+// userinfo endpoint, and the plugin's authorize endpoint issues the codes.
+func (s *Server) buildMetadata() []byte {
+	origin := s.issuerOrigin()
 	methods := []string{"client_secret_basic", "client_secret_post"}
-	body, _ := json.Marshal(metadata{
+	md := metadata{
 		Issuer:                   s.cfg.Issuer,
 		TokenEndpoint:            origin + s.cfg.TokenPath,
 		JWKSURI:                  origin + s.cfg.JWKSPath,
@@ -56,7 +67,15 @@ func (s *Server) buildMetadata() []byte {
 		IntrospectionAuthMethods: methods,
 		AccessTokenSigningAlgs:   s.cfg.Signer.Algorithms(),
 		ResponseTypes:            []string{},
-	})
+	}
+	if s.cfg.WordPress != nil {
+		md.AuthorizationEndpoint = s.pluginEndpoint(DefaultAuthorizePath)
+		md.UserInfoEndpoint = s.pluginEndpoint(DefaultUserInfoPath)
+		md.GrantTypes = []string{"authorization_code", "client_credentials", "refresh_token"}
+		md.ResponseTypes = []string{"code"}
+		md.CodeChallengeMethods = []string{"S256"}
+	}
+	body, _ := json.Marshal(md)
 	return body
 }
 

@@ -96,7 +96,7 @@ func TestPHPFormKind(t *testing.T) {
 }
 
 func TestFormRoutes(t *testing.T) {
-	rt, err := newRouter([numEndpoints]string{DefaultTokenPath, DefaultRevokePath, DefaultJWKSPath, DefaultIntrospectPath})
+	rt, err := newRouter([numPaths]string{DefaultTokenPath, DefaultRevokePath, DefaultJWKSPath, DefaultIntrospectPath, DefaultUserInfoPath}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func FuzzFormRoutes(f *testing.F) {
 	f.Add(true, "a=b&rest_route=/moserver/token&c=d", uint8(3))
 	f.Add(false, "--B\r\nContent-Disposition: form-data; name=\"rest\r\n route\"\r\n\r\n/moserver/token\r\n--B--", uint8(7))
 	f.Add(true, "rest%5froute%=%2fmoserver%2Ftoken%0A", uint8(1))
-	rt, err := newRouter([numEndpoints]string{DefaultTokenPath, DefaultRevokePath, DefaultJWKSPath, DefaultIntrospectPath})
+	rt, err := newRouter([numPaths]string{DefaultTokenPath, DefaultRevokePath, DefaultJWKSPath, DefaultIntrospectPath, DefaultUserInfoPath}, true)
 	if err != nil {
 		f.Fatal(err)
 	}

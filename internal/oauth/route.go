@@ -46,8 +46,15 @@ const (
 	epRevoke
 	epJWKS
 	epIntrospect
+	epUserInfo
+	// epClientWellKnown is a client's OpenID discovery document or keys,
+	// the plugin's routes moserver/<client_id>/.well-known/openid-configuration
+	// and moserver/<client_id>/.well-known/keys: routes with a client id in
+	// them, not a path of their own.
+	epClientWellKnown
 
-	numEndpoints = 4
+	// numPaths is how many endpoints have a path (token to userinfo).
+	numPaths = 5
 )
 
 // restPrefix is what WordPress's rewrite rule puts before a REST route.
@@ -55,22 +62,33 @@ const restPrefix = "wp-json/"
 
 // router recognises the server's endpoints in requests.
 type router struct {
-	// paths are the configured paths, one per endpoint in bit order.
-	paths [numEndpoints]string
+	// paths are the configured paths, one per endpoint in bit order; ""
+	// for an endpoint the server does not answer.
+	paths [numPaths]string
 	// routes are their REST routes without the leading slash
 	// ("moserver/token"), "" for a path not under /wp-json/.
-	routes [numEndpoints]string
+	routes [numPaths]string
+	// clientWellKnown: the clients' discovery and keys routes are answered.
+	clientWellKnown bool
 }
 
 // newRouter makes the router for the configured paths (token, revoke, JWKS,
-// introspection), which must not name one route twice.
-func newRouter(paths [numEndpoints]string) (router, error) {
-	rt := router{paths: paths}
+// introspection, userinfo), which must not name one route twice; an empty
+// path is an endpoint not answered. clientWellKnown adds the clients'
+// discovery and keys routes.
+func newRouter(paths [numPaths]string, clientWellKnown bool) (router, error) {
+	rt := router{paths: paths, clientWellKnown: clientWellKnown}
 	for i, p := range paths {
+		if p == "" {
+			continue
+		}
 		if _, after, ok := strings.Cut(p, "/"+restPrefix); ok {
 			rt.routes[i] = strings.Trim(after, `/\`)
 		}
 		for j := range i {
+			if paths[j] == "" {
+				continue
+			}
 			if p == paths[j] || rt.routes[i] != "" && strings.EqualFold(rt.routes[i], rt.routes[j]) {
 				return router{}, fmt.Errorf("oauth: paths %q and %q name the same WordPress route", paths[j], p)
 			}
@@ -82,7 +100,7 @@ func newRouter(paths [numEndpoints]string) (router, error) {
 // exact returns the endpoint whose configured path is path, if any.
 func (rt *router) exact(path string) endpoint {
 	for i, p := range rt.paths {
-		if path == p {
+		if path == p && p != "" {
 			return 1 << i
 		}
 	}
@@ -118,10 +136,7 @@ func (rt *router) inQuery(query string) endpoint {
 // route returns the endpoint a REST route names, as WordPress compares
 // routes (see above).
 func (rt *router) route(v string) endpoint {
-	if i := strings.IndexByte(v, '\n'); i >= 0 {
-		v = v[:i]
-	}
-	v = strings.TrimLeft(strings.TrimRight(v, `/\`), "/")
+	v = trimRoute(v)
 	if v == "" {
 		return 0
 	}
@@ -130,7 +145,83 @@ func (rt *router) route(v string) endpoint {
 			return 1 << i
 		}
 	}
+	if rt.clientWellKnown {
+		if _, doc := parseClientWellKnown(v); doc != 0 {
+			return epClientWellKnown
+		}
+	}
 	return 0
+}
+
+// trimRoute is a REST route as WordPress compares it: up to a newline,
+// without trailing / and \ and without leading slashes.
+func trimRoute(v string) string {
+	if i := strings.IndexByte(v, '\n'); i >= 0 {
+		v = v[:i]
+	}
+	return strings.TrimLeft(strings.TrimRight(v, `/\`), "/")
+}
+
+// wellKnownDoc is one of a client's documents.
+type wellKnownDoc uint8
+
+const (
+	docDiscovery wellKnownDoc = 1 + iota // .well-known/openid-configuration
+	docKeys                              // .well-known/keys
+)
+
+// parseClientWellKnown returns the client id and document of a trimmed
+// route moserver/<client_id>/.well-known/openid-configuration or
+// moserver/<client_id>/.well-known/keys (compared case-insensitively, as
+// WordPress compares routes; the client id as it is), or 0.
+func parseClientWellKnown(v string) (string, wellKnownDoc) {
+	const ns, wk = "moserver/", ".well-known/"
+	if len(v) < len(ns) || !strings.EqualFold(v[:len(ns)], ns) {
+		return "", 0
+	}
+	id, name, ok := strings.Cut(v[len(ns):], "/")
+	if !ok || id == "" || len(name) < len(wk) || !strings.EqualFold(name[:len(wk)], wk) {
+		return "", 0
+	}
+	switch name = name[len(wk):]; {
+	case strings.EqualFold(name, "openid-configuration"):
+		return id, docDiscovery
+	case strings.EqualFold(name, "keys"):
+		return id, docKeys
+	}
+	return "", 0
+}
+
+// clientWellKnownOf returns the client id and document a request names in
+// rest_route of its query (the last that names one: WordPress prefers the
+// query to the path), else after a "wp-json/" of its path; 0 when none.
+func clientWellKnownOf(r *http.Request) (string, wellKnownDoc) {
+	var (
+		id  string
+		doc wellKnownDoc
+	)
+	for q := r.URL.RawQuery; q != ""; {
+		var pair string
+		pair, q = nextPair(q)
+		if key, value, _ := strings.Cut(pair, "="); isPHPName(key, "rest_route") {
+			if i, d := parseClientWellKnown(trimRoute(phpUnescape(value))); d != 0 {
+				id, doc = i, d
+			}
+		}
+	}
+	if doc != 0 {
+		return id, doc
+	}
+	for path := r.URL.Path; ; {
+		i := strings.Index(path, restPrefix)
+		if i < 0 {
+			return "", 0
+		}
+		path = path[i+len(restPrefix):]
+		if id, doc := parseClientWellKnown(trimRoute(path)); doc != 0 {
+			return id, doc
+		}
+	}
 }
 
 // nextPair splits a query string at its first '&' or ';'.

@@ -1,6 +1,8 @@
 // Package oauth is the token endpoint on plain net/http: it parses token and
 // revocation requests, authenticates clients, runs the client credentials
-// and refresh token grants, revokes tokens (RFC 7009) and serves the JWKS.
+// and refresh token grants, revokes tokens (RFC 7009) and serves the JWKS;
+// with WordPress, it also redeems the plugin's authorization codes and
+// answers its userinfo endpoint and its clients' discovery documents and keys.
 // It knows nothing of Caddy; Handle reports whether it answered a request so
 // the caller can pass everything else on.
 package oauth
@@ -110,6 +112,9 @@ type Server struct {
 	metadata     []byte // serialised once
 
 	limiter *limiter // the failed-authentication budget
+
+	users *ttlCache[int64, *User]        // WordPress users, for userinfo
+	keys  *ttlCache[string, *clientKeys] // clients' id_token keys
 }
 
 // New checks cfg, fills in defaults and returns a Server.
@@ -167,7 +172,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Events == nil {
 		cfg.Events = noEvents{}
 	}
-	routes, err := newRouter([numEndpoints]string{cfg.TokenPath, cfg.RevokePath, cfg.JWKSPath, cfg.IntrospectPath})
+	// The plugin's userinfo endpoint and its clients' documents are the
+	// module's when WordPress is configured, PHP's otherwise.
+	userInfoPath := ""
+	if cfg.WordPress != nil {
+		userInfoPath = DefaultUserInfoPath
+	}
+	routes, err := newRouter([numPaths]string{cfg.TokenPath, cfg.RevokePath, cfg.JWKSPath, cfg.IntrospectPath, userInfoPath},
+		cfg.WordPress != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -180,6 +192,8 @@ func New(cfg Config) (*Server, error) {
 		log:          log,
 		routes:       routes,
 		metadataPath: metadataPath(cfg.Issuer),
+		users:        newTTLCache[int64, *User](userCacheTTL, maxCachedUsers),
+		keys:         newTTLCache[string, *clientKeys](clientKeyCacheTTL, maxCachedKeys),
 	}
 	s.limiter = newLimiter(&s.cfg, log)
 	s.metadata = s.buildMetadata()
@@ -215,6 +229,10 @@ func (s *Server) Handle(w http.ResponseWriter, r *http.Request) bool {
 		return s.serveRevoke(w, r)
 	case epJWKS:
 		return s.serveJWKS(w, r)
+	case epUserInfo:
+		return s.serveUserInfo(w, r)
+	case epClientWellKnown:
+		return s.serveClientWellKnown(w, r)
 	default:
 		return s.serveIntrospect(w, r)
 	}

@@ -45,6 +45,14 @@ func (*fakeWordPress) TakeAuthCode(context.Context, string) (bool, error) { retu
 
 func (*fakeWordPress) DeleteAccessToken(context.Context, string) error { return nil }
 
+func (*fakeWordPress) LookupAccessToken(context.Context, string) (*AccessToken, error) {
+	return nil, nil
+}
+
+func (*fakeWordPress) User(context.Context, int64) (*User, error) { return nil, nil }
+
+func (*fakeWordPress) IDTokenKey(context.Context, string) (*IDTokenKey, error) { return nil, nil }
+
 // A client whose id looks like a WordPress user id never gets the subject
 // of that user: a client's tokens say "client:<client_id>", a WordPress
 // user's JWT access tokens the user id, as the plugin's id_token does. Both

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lestrrat-go/jwx/v2/jwk"
 	"go.uber.org/zap"
 
 	"github.com/caddy-moserver/caddy-moserver/internal/clients"
@@ -54,6 +55,44 @@ type WordPress interface {
 	// DeleteAccessToken removes an opaque access token from the plugin's
 	// table, so its resource endpoint no longer accepts it.
 	DeleteAccessToken(ctx context.Context, token string) error
+	// LookupAccessToken finds the plugin's row of an opaque access token,
+	// byte for byte; nil, nil when there is none.
+	LookupAccessToken(ctx context.Context, token string) (*AccessToken, error)
+	// User returns a WordPress user; nil, nil when there is none.
+	User(ctx context.Context, userID int64) (*User, error)
+	// IDTokenKey describes the key a client's id_tokens are signed with;
+	// nil, nil when the client has none.
+	IDTokenKey(ctx context.Context, clientID string) (*IDTokenKey, error)
+}
+
+// AccessToken is the plugin's row of an opaque access token.
+type AccessToken struct {
+	ClientID string
+	UserID   int64     // 0 when NULL
+	Expires  time.Time // the zero time when NULL
+	Scope    string
+}
+
+// User is what the userinfo endpoint tells of a WordPress user.
+type User struct {
+	ID          int64
+	Login       string // user_login, the plugin's "username"
+	Email       string
+	FirstName   string
+	LastName    string
+	Nickname    string
+	DisplayName string
+}
+
+// IDTokenKey is the key a client's id_tokens are signed with.
+type IDTokenKey struct {
+	// Algorithm is "RS256" or "HS256" (the client secret is the key).
+	Algorithm string
+	// Public is the RS256 public key (kid = the client id, alg, use "sig"):
+	// the public half of the private key that signs. Nil for HS256, or
+	// when the stored key cannot be used (Unusable says why).
+	Public   jwk.Key
+	Unusable error
 }
 
 // AuthCode is the plugin's row of an authorization code.

@@ -1,8 +1,15 @@
 package wordpress
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwk"
 
 	"github.com/caddy-moserver/caddy-moserver/internal/testutil/mariadbtest"
 )
@@ -67,5 +74,40 @@ func TestUser(t *testing.T) {
 	}
 	if u, err := db.User(ctx, 999); err != nil || u != nil {
 		t.Fatalf("absent user: %+v, %v", u, err)
+	}
+}
+
+func TestPublicJWK(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	private := string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))
+	pub, err := PublicJWK(&ClientKey{ClientID: fixtureID, Algorithm: AlgRS256, PrivateKeyPEM: private})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rk, ok := pub.(jwk.RSAPublicKey)
+	if !ok {
+		t.Fatalf("%T is not an RSA public JWK", pub)
+	}
+	if rk.KeyID() != fixtureID || rk.Algorithm().String() != "RS256" || rk.KeyUsage() != "sig" {
+		t.Errorf("kid %q alg %v use %q", rk.KeyID(), rk.Algorithm(), rk.KeyUsage())
+	}
+	var raw rsa.PublicKey
+	if err := rk.Raw(&raw); err != nil || !raw.Equal(&key.PublicKey) {
+		t.Errorf("not the public half of the private key (%v)", err)
+	}
+
+	for name, k := range map[string]*ClientKey{
+		"HS256":          {ClientID: fixtureID, Algorithm: AlgHS256, PrivateKeyPEM: private},
+		"no private key": {ClientID: fixtureID, Algorithm: AlgRS256, PublicKeyPEM: testPublicPEM},
+		"broken":         {ClientID: fixtureID, Algorithm: AlgRS256, PrivateKeyPEM: testPrivatePEM},
+	} {
+		if pub, err := PublicJWK(k); err == nil || pub != nil {
+			t.Errorf("%s: %v, %v; want an error", name, pub, err)
+		} else if strings.Contains(err.Error(), "MII") {
+			t.Errorf("%s: the error shows key material: %v", name, err)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 
 	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
@@ -108,6 +109,28 @@ func (d *DB) idTokenKey(ctx context.Context, clientID string) (jwa.SignatureAlgo
 		return "", nil, fmt.Errorf("wordpress: the id_token key of client %q: %w", clientID, err)
 	}
 	return jwa.RS256, raw, nil
+}
+
+// PublicJWK returns the public half of the RSA key a client's RS256
+// id_tokens are signed with (the stored private key, which is what signs),
+// with kid = the client id, alg RS256 and use sig, for the client's JWK Set.
+// It fails for an HS256 client (the secret is never published) and for a
+// missing or unusable private key; errors never contain key material.
+func PublicJWK(k *ClientKey) (jwk.Key, error) {
+	if k.Algorithm == AlgHS256 {
+		return nil, fmt.Errorf("wordpress: client %q signs its id_tokens with HS256: no public key", k.ClientID)
+	}
+	if strings.TrimSpace(k.PrivateKeyPEM) == "" {
+		return nil, fmt.Errorf("wordpress: client %q has no id_token private key", k.ClientID)
+	}
+	key, err := tokens.ParseKey([]byte(k.PrivateKeyPEM), k.ClientID)
+	if err != nil {
+		return nil, fmt.Errorf("wordpress: the id_token key of client %q: %w", k.ClientID, err)
+	}
+	if key.Alg != jwa.RS256 || key.Public == nil {
+		return nil, fmt.Errorf("wordpress: the id_token key of client %q is %s, want RS256", k.ClientID, key.Alg)
+	}
+	return key.Public, nil
 }
 
 // clientSecret reads and decodes one client's secret.

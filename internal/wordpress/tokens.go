@@ -86,6 +86,48 @@ func (d *DB) takeOne(ctx context.Context, what, query string, args ...any) (bool
 	return n == 1, nil
 }
 
+// AccessRow is one row of <prefix>moos_oauth_access_tokens.
+type AccessRow struct {
+	Token    string
+	ClientID string
+	// UserID is the WordPress user; 0 when the column is NULL.
+	UserID int64
+	// Expires is in UTC; the zero time when the column is NULL, which
+	// callers should treat as expired.
+	Expires time.Time
+	// Scope is the space-separated scope; "" when NULL.
+	Scope string
+}
+
+// LookupAccessToken returns the access-token row for token, compared byte
+// for byte, or nil and no error when there is none. Rows are not unique;
+// the first one found is returned.
+func (d *DB) LookupAccessToken(ctx context.Context, token string) (*AccessRow, error) {
+	ctx, cancel := d.withTimeout(ctx)
+	defer cancel()
+	var (
+		r                  AccessRow
+		tok, client, scope sql.NullString
+		user               sql.NullInt64
+		expires            sql.NullTime
+	)
+	err := d.sql.QueryRowContext(ctx,
+		"SELECT access_token, client_id, user_id, expires, scope FROM "+d.t.access+
+			" WHERE CAST(access_token AS BINARY) = ? LIMIT 1", token).
+		Scan(&tok, &client, &user, &expires, &scope)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("wordpress: look up access token: %w", err)
+	}
+	r.Token, r.ClientID, r.UserID, r.Scope = tok.String, client.String, user.Int64, scope.String
+	if expires.Valid {
+		r.Expires = expires.Time.UTC()
+	}
+	return &r, nil
+}
+
 // InsertAccessToken stores an access token in
 // <prefix>moos_oauth_access_tokens, where the plugin's resource endpoint
 // (GET moserver/resource) finds it. expires is written as a UTC time string,

@@ -198,3 +198,41 @@ func TestInsertAccessTokenUTC(t *testing.T) {
 		t.Fatalf("Expires = %v, want %v", r.Expires, want)
 	}
 }
+
+func TestLookupAccessToken(t *testing.T) {
+	_, raw, db := setup(t, testPrefix)
+	ctx := ctxT(t)
+	tok := mariadbtest.RandomToken(t)
+	exp := time.Date(2026, 12, 8, 12, 15, 50, 0, time.UTC)
+	if err := db.InsertAccessToken(ctx, tok, fixtureID, 3, exp, "openid email"); err != nil {
+		t.Fatal(err)
+	}
+	mariadbtest.Exec(t, raw, "INSERT INTO wp_moos_oauth_access_tokens (access_token) VALUES ('nulls')")
+
+	got, err := db.LookupAccessToken(ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := AccessRow{Token: tok, ClientID: fixtureID, UserID: 3, Expires: exp, Scope: "openid email"}
+	if got == nil || *got != want || got.Expires.Location() != time.UTC {
+		t.Fatalf("LookupAccessToken = %+v, want %+v in UTC", got, want)
+	}
+	// Exact match only: the column's collation would ignore case and
+	// trailing spaces.
+	for _, other := range []string{strings.ToUpper(tok), tok + " ", tok[:31], "", "absent"} {
+		if r, err := db.LookupAccessToken(ctx, other); err != nil || r != nil {
+			t.Errorf("LookupAccessToken(%q) = %+v, %v; want nil, nil", other, r, err)
+		}
+	}
+	r, err := db.LookupAccessToken(ctx, "nulls")
+	if err != nil || r == nil || !r.Expires.IsZero() || r.UserID != 0 || r.ClientID != "" || r.Scope != "" {
+		t.Fatalf("NULL row = %+v, %v", r, err)
+	}
+	// A deleted token is gone.
+	if err := db.DeleteAccessToken(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := db.LookupAccessToken(ctx, tok); err != nil || r != nil {
+		t.Fatalf("after DeleteAccessToken: %+v, %v", r, err)
+	}
+}

@@ -319,6 +319,14 @@ func InsertRefreshToken(t testing.TB, db *sql.DB, prefix, token, clientID string
 		token, clientID, userID, expires.UTC().Truncate(time.Second), scope)
 }
 
+// InsertAccessToken inserts an access-token row as the plugin writes it;
+// expires is written in UTC.
+func InsertAccessToken(t testing.TB, db *sql.DB, prefix, token, clientID string, userID int64, expires time.Time, scope string) {
+	t.Helper()
+	Exec(t, db, "INSERT INTO `"+prefix+"moos_oauth_access_tokens` (access_token, client_id, user_id, expires, scope) VALUES (?, ?, ?, ?, ?)",
+		token, clientID, userID, expires.UTC().Truncate(time.Second), scope)
+}
+
 // InsertAuthCode inserts an authorization-code row as the plugin writes it
 // at authorize; expires is written in UTC.
 func InsertAuthCode(t testing.TB, db *sql.DB, prefix, code, clientID string, userID int64, redirectURI string, expires time.Time, scope string) {

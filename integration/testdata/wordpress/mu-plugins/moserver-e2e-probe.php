@@ -1,9 +1,9 @@
 <?php
 /**
  * A probe for integration/wordpress_routes_test.go: on a request carrying the
- * header X-E2E-Route-Probe, the REST routes moserver/token, revoke, jwks
- * and introspect exist and answer which of them WordPress routed the request
- * to, with the route and method WordPress saw. Without the header (every other
+ * header X-E2E-Route-Probe, the REST routes moserver/token, revoke, jwks,
+ * introspect and resource exist and answer which of them WordPress routed the
+ * request to, with the route and method WordPress saw. Without the header (every other
  * test) there is no moserver route at all, as without the plugin.
  */
 
@@ -13,7 +13,7 @@ add_action(
 		if ( empty( $_SERVER['HTTP_X_E2E_ROUTE_PROBE'] ) ) {
 			return;
 		}
-		foreach ( array( 'token', 'revoke', 'jwks', 'introspect' ) as $endpoint ) {
+		foreach ( array( 'token', 'revoke', 'jwks', 'introspect', 'resource' ) as $endpoint ) {
 			register_rest_route(
 				'moserver',
 				'/' . $endpoint,
