@@ -97,6 +97,20 @@ func TestAuthCodeExchange(t *testing.T) {
 		}
 	})
 
+	t.Run("opaque access token revoked (RFC 7009)", func(t *testing.T) {
+		code := wp.newCode(t, callback, "openid profile", soon)
+		at := mustToken(t, s.form(t, tokenPath, exchangeValues(code))).str("access_token")
+		rev := s.form(t, "/wp-json/moserver/revoke", url.Values{"token": {at}, "client_id": {clientID}, "client_secret": {clientSecret}})
+		if rev.status != 200 || wp.accessRows(t, at) != 0 {
+			t.Fatalf("revocation of an opaque access token: %d, %d rows left", rev.status, wp.accessRows(t, at))
+		}
+		req, _ := http.NewRequest(http.MethodGet, s.base+"/wp-json/moserver/resource", nil)
+		req.Header.Set("Authorization", "Bearer "+at)
+		if r := send(t, req); r.status != 401 {
+			t.Fatalf("userinfo with a revoked token: %d %s", r.status, r.body)
+		}
+	})
+
 	t.Run("refresh family revoked by a second exchange", func(t *testing.T) {
 		code := wp.newCode(t, callback, "profile email", soon)
 		r := mustToken(t, s.form(t, tokenPath, exchangeValues(code)))

@@ -74,7 +74,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, p params) {
 			s.cfg.Events.FamilyRevoked()
 		}
 	} else if s.cfg.WordPress != nil && isPluginToken(token) {
-		err = s.revokePluginRefresh(ctx, client.ID, token)
+		err = s.revokePluginToken(ctx, client.ID, token)
 	} else if claims, verr := s.cfg.Signer.Verify(token, s.cfg.Now()); verr == nil && claims.ClientID == client.ID {
 		err = s.cfg.Store.RevokeAccessToken(ctx, claims.JTI, claims.ExpiresAt)
 	}
@@ -93,12 +93,27 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, p params) {
 }
 
 // revokePluginRefresh deletes a refresh token the plugin issued, if it is
-// the client's own.
-func (s *Server) revokePluginRefresh(ctx context.Context, clientID, token string) error {
+// the client's own, and reports whether it found one.
+func (s *Server) revokePluginRefresh(ctx context.Context, clientID, token string) (found bool, err error) {
 	row, err := s.cfg.WordPress.LookupPluginRefresh(ctx, token)
 	if err != nil || row == nil || row.ClientID != clientID {
-		return err
+		return false, err
 	}
 	_, err = s.cfg.WordPress.TakePluginRefresh(ctx, row)
-	return err
+	return true, err
+}
+
+// revokePluginToken revokes a token in the plugin's format: a refresh token
+// the plugin issued, or an opaque access token (the plugin's or one the
+// module recorded for a WordPress user), if it is the client's own. An
+// access token's row is deleted, so userinfo no longer accepts it.
+func (s *Server) revokePluginToken(ctx context.Context, clientID, token string) error {
+	if found, err := s.revokePluginRefresh(ctx, clientID, token); found || err != nil {
+		return err
+	}
+	at, err := s.cfg.WordPress.LookupAccessToken(ctx, token)
+	if err != nil || at == nil || at.ClientID != clientID {
+		return err
+	}
+	return s.cfg.WordPress.DeleteAccessToken(ctx, token)
 }
