@@ -42,8 +42,7 @@ func opsProvisionHandler(t *testing.T, issuer string, mod func(*Handler)) (*Hand
 	}
 	h := &Handler{
 		Issuer:      issuer,
-		Storage:     &StorageConfig{Type: "memory"},
-		KeyPrefix:   "ops-test-" + tokens.NewID(6) + ":",
+		StorageRaw:  (&StorageConfig{Type: "memory", KeyPrefix: "ops-test-" + tokens.NewID(6) + ":"}).raw(),
 		SigningKeys: []SigningKeyConfig{{File: keyFile}},
 		Clients:     []ClientConfig{{ID: opsClientID, Secret: opsClientSecret, RefreshTokens: true}},
 	}
@@ -314,7 +313,7 @@ func TestAdminIssuerChoice(t *testing.T) {
 	if err := b.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
-	b.shared, b.storeKey = nil, "" // the test's own cleanup must not release them again
+	b.shared = nil // the test's own cleanup must not unshare it again
 	if r := opsCallAdmin(t, "GET", "/moserver/keys", ""); r.status != 200 || r.str("issuer") != a.Issuer {
 		t.Fatalf("after cleanup: %d %v", r.status, r.json)
 	}

@@ -1,9 +1,12 @@
 package caddymodule
 
 import (
+	"encoding/json"
+	"fmt"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -37,14 +40,18 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		revoke_path       <path>
 //		jwks_path         <path>
 //		introspect_path   <path>
-//		storage           memory | redis <url> | redis_cluster <url> | redis_sentinel <url>
+//		storage           memory | redis <url> | redis_cluster <url> | redis_sentinel <url> [{
+//			key_prefix       <prefix>
+//			store_timeout    <duration>
+//			min_replicas_ack <n> [<timeout>]
+//		}]
+//		key_prefix        <prefix>             (the same, outside the storage block)
+//		store_timeout     <duration>
 //		min_replicas_ack  <n> [<timeout>]
-//		key_prefix        <prefix>
 //		signing_key       <file> [<kid>]
 //		access_token_ttl  <duration>
 //		refresh_token_ttl <duration>
 //		refresh_grace     <duration>
-//		store_timeout     <duration>
 //		audience          <aud>
 //		unknown_grants    passthrough | reject
 //		auth_failure_limit <count> [<window>] | off
@@ -72,6 +79,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	var storage storageLines
 	for d.NextBlock(0) {
 		var err error
 		switch opt := d.Val(); opt {
@@ -85,8 +93,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneArg(d, &h.JWKSPath)
 		case "introspect_path":
 			err = oneArg(d, &h.IntrospectPath)
-		case "key_prefix":
-			err = oneArg(d, &h.KeyPrefix)
+		case "key_prefix", "store_timeout", "min_replicas_ack":
+			err = storage.setting(d)
 		case "audience":
 			err = oneArg(d, &h.Audience)
 		case "unknown_grants":
@@ -100,12 +108,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err = durationArg(d, &grace); err == nil {
 				h.RefreshGrace = &grace
 			}
-		case "store_timeout":
-			err = durationArg(d, &h.StoreTimeout)
 		case "storage":
-			err = h.unmarshalStorage(d)
-		case "min_replicas_ack":
-			err = h.unmarshalStorage(d)
+			err = storage.unmarshal(d)
 		case "signing_key":
 			args := d.RemainingArgs()
 			if len(args) < 1 || len(args) > 2 {
@@ -143,7 +147,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
-	return nil
+	raw, err := storage.finish(d)
+	h.StorageRaw = raw
+	return err
 }
 
 // unmarshalAuthFailureLimit reads "auth_failure_limit <n> [<window>]" or
@@ -217,49 +223,93 @@ func oneArgThenBlock(d *caddyfile.Dispenser, dst *string) error {
 	return nil
 }
 
-// unmarshalStorage reads the two storage options, in either order:
-//
-//	storage          memory | redis <url> | redis_sentinel <url> | redis_cluster <url>
-//	min_replicas_ack <count> [<timeout>]
-func (h *Handler) unmarshalStorage(d *caddyfile.Dispenser) error {
-	opt := d.Val()
-	args := d.RemainingArgs()
-	if opt == "min_replicas_ack" {
-		if len(args) < 1 || len(args) > 2 {
-			return d.Errf("min_replicas_ack takes a replica count and an optional timeout")
-		}
-		n, err := strconv.Atoi(args[0])
-		if err != nil || n < 0 {
-			return d.Errf("min_replicas_ack: %q is not a replica count", args[0])
-		}
-		var timeout caddy.Duration
-		if len(args) == 2 {
-			t, err := caddy.ParseDuration(args[1])
-			if err != nil || t <= 0 {
-				return d.Errf("min_replicas_ack: %q is not a positive duration", args[1])
-			}
-			timeout = caddy.Duration(t)
-		}
-		if h.Storage == nil {
-			h.Storage = &StorageConfig{}
-		}
-		h.Storage.MinReplicasAck, h.Storage.MinReplicasAckTimeout = n, timeout
-		return nil
+// storageLines collects the storage lines of a moserver block: the
+// storage backend, and the settings that may also stand in the moserver
+// block itself (key_prefix, store_timeout, min_replicas_ack), which go into
+// the backend's settings.
+type storageLines struct {
+	backend      StorageBackend
+	kind         string
+	keyPrefix    *string
+	storeTimeout *caddy.Duration
+	ack          *RedisStorage // carries a min_replicas_ack line
+}
+
+// unmarshal reads `storage <kind> [<args>] [{ ... }]`: the module
+// moserver.storage.<kind> reads its own tokens.
+func (sl *storageLines) unmarshal(d *caddyfile.Dispenser) error {
+	if sl.backend != nil {
+		return d.Err("storage is given twice")
 	}
-	var cfg StorageConfig
-	switch {
-	case len(args) == 1 && args[0] == "memory":
-		cfg = StorageConfig{Type: "memory"}
-	case len(args) == 2 && (args[0] == "redis" || args[0] == "redis_sentinel" || args[0] == "redis_cluster"):
-		cfg = StorageConfig{Type: args[0], URL: args[1]}
-	default:
-		return d.Errf("storage takes 'memory', 'redis <url>', 'redis_sentinel <url>' or 'redis_cluster <url>'")
+	if !d.NextArg() {
+		return d.Errf("storage takes 'memory', 'redis <url>', 'redis_sentinel <url>' or 'redis_cluster <url>' (or another moserver.storage module)")
 	}
-	if h.Storage != nil { // min_replicas_ack came first
-		cfg.MinReplicasAck, cfg.MinReplicasAckTimeout = h.Storage.MinReplicasAck, h.Storage.MinReplicasAckTimeout
+	sl.kind = d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, "moserver.storage."+sl.kind)
+	if err != nil {
+		return err
 	}
-	h.Storage = &cfg
+	b, ok := unm.(StorageBackend)
+	if !ok {
+		return d.Errf("moserver.storage.%s is not a storage backend", sl.kind)
+	}
+	sl.backend = b
 	return nil
+}
+
+// setting reads key_prefix, store_timeout or min_replicas_ack standing in
+// the moserver block.
+func (sl *storageLines) setting(d *caddyfile.Dispenser) error {
+	switch d.Val() {
+	case "key_prefix":
+		sl.keyPrefix = new(string)
+		return oneArg(d, sl.keyPrefix)
+	case "store_timeout":
+		sl.storeTimeout = new(caddy.Duration)
+		return durationArg(d, sl.storeTimeout)
+	}
+	sl.ack = new(RedisStorage)
+	return sl.ack.unmarshalAck(d)
+}
+
+// finish applies the settings of the moserver block to the backend (memory
+// when none was named) and returns the backend's JSON.
+func (sl *storageLines) finish(d *caddyfile.Dispenser) (json.RawMessage, error) {
+	if sl.backend == nil {
+		if sl.keyPrefix == nil && sl.storeTimeout == nil && sl.ack == nil {
+			return nil, nil
+		}
+		sl.backend, sl.kind = new(MemoryStorage), "memory"
+	}
+	s := sl.backend.Settings()
+	if sl.keyPrefix != nil {
+		s.KeyPrefix = *sl.keyPrefix
+	}
+	if sl.storeTimeout != nil {
+		s.StoreTimeout = *sl.storeTimeout
+	}
+	if sl.ack != nil {
+		var r *RedisStorage
+		switch b := sl.backend.(type) {
+		case *RedisStorage:
+			r = b
+		case *RedisSentinelStorage:
+			r = &b.RedisStorage
+		default:
+			return nil, d.Errf("min_replicas_ack works with storage redis and redis_sentinel, not %s", sl.kind)
+		}
+		r.MinReplicasAck, r.MinReplicasAckTimeout = sl.ack.MinReplicasAck, sl.ack.MinReplicasAckTimeout
+	}
+	return caddyconfig.JSONModuleObject(sl.backend, "type", sl.kind, nil), nil
+}
+
+// parsePositiveInt reads a count of at least 0.
+func parsePositiveInt(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a count", s)
+	}
+	return n, nil
 }
 
 func (c *ClientConfig) unmarshal(d *caddyfile.Dispenser) error {

@@ -56,10 +56,12 @@ func TestUnmarshalCaddyfileEveryOption(t *testing.T) {
 	}
 	want := Handler{
 		Issuer: "https://example.com/wp-json/moserver", TokenPath: "/oauth/token", RevokePath: "/oauth/revoke",
-		JWKSPath: "/oauth/jwks", Storage: &StorageConfig{Type: "redis", URL: "redis://127.0.0.1:6379/0"},
-		KeyPrefix: "site1:", SigningKeys: []SigningKeyConfig{{File: "/etc/caddy/a.pem", KID: "kid-a"}, {File: "/etc/caddy/b.jwk"}},
+		JWKSPath: "/oauth/jwks",
+		StorageRaw: (&StorageConfig{Type: "redis", URL: "redis://127.0.0.1:6379/0", KeyPrefix: "site1:",
+			StoreTimeout: caddy.Duration(750 * time.Millisecond)}).raw(),
+		SigningKeys:    []SigningKeyConfig{{File: "/etc/caddy/a.pem", KID: "kid-a"}, {File: "/etc/caddy/b.jwk"}},
 		AccessTokenTTL: caddy.Duration(10 * time.Minute), RefreshTokenTTL: caddy.Duration(14 * 24 * time.Hour),
-		RefreshGrace: durationPtr(5 * time.Second), StoreTimeout: caddy.Duration(750 * time.Millisecond), Audience: "https://api.example.com", UnknownGrants: "reject",
+		RefreshGrace: durationPtr(5 * time.Second), Audience: "https://api.example.com", UnknownGrants: "reject",
 		Clients: []ClientConfig{{
 			ID: "demo", Secret: "{env.DEMO_SECRET}", Name: "Demo app", Scopes: []string{"profile", "email"},
 			Grants: []string{"client_credentials"}, RefreshTokens: true, Audience: "https://other.example.com",
@@ -84,7 +86,11 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"moserver extra", "wrong argument count"},
 		{"moserver {\n bogus x\n}", `unrecognized moserver option "bogus"`},
 		{"moserver {\n issuer\n}", "issuer takes exactly one argument"},
-		{"moserver {\n storage postgres x\n}", "storage takes"},
+		{"moserver {\n storage postgres x\n}", "moserver.storage.postgres"},
+		{"moserver {\n storage\n}", "storage takes"},
+		{"moserver {\n storage memory\n storage memory\n}", "storage is given twice"},
+		{"moserver {\n storage memory\n min_replicas_ack 1\n}", "not memory"},
+		{"moserver {\n storage redis r://h {\n colour red\n }\n}", `unrecognized storage option "colour"`},
 		{"moserver {\n access_token_ttl soon\n}", "access_token_ttl"},
 		{"moserver {\n client {\n }\n}", "client needs a client_id"},
 		{"moserver {\n client a {\n colour red\n }\n}", `unrecognized option "colour" in client "a"`},
@@ -114,8 +120,6 @@ func TestValidateNamesTheOption(t *testing.T) {
 		{func(h *Handler) { h.TokenPath = "token" }, "token_path"},
 		{func(h *Handler) { h.UnknownGrants = "drop" }, "unknown_grants"},
 		{func(h *Handler) { h.RefreshGrace = durationPtr(-1) }, "refresh_grace"},
-		{func(h *Handler) { h.Storage = &StorageConfig{Type: "redis"} }, "storage redis"},
-		{func(h *Handler) { h.Storage = &StorageConfig{Type: "etcd"} }, "storage"},
 		{func(h *Handler) { h.Clients[0].Secret = "" }, "secret"},
 		{func(h *Handler) { h.Clients[0].SecretSHA256 = "ab" }, "secret_sha256"},
 		{func(h *Handler) { h.Clients[0].Grants = []string{"password"} }, "grants"},
@@ -160,7 +164,7 @@ func TestAdaptOrdersBeforePHP(t *testing.T) {
 		t.Fatalf("moserver is not ordered first: %s", s)
 	}
 	for _, want := range []string{`"issuer":"https://example.com/wp-json/moserver"`, `"refresh_token_ttl":1209600000000000`,
-		`"storage":{"type":"redis","url":"redis://127.0.0.1:6379/0"}`, `"secret":"{env.DEMO_SECRET}"`} {
+		`"storage":{"key_prefix":"site1:","store_timeout":750000000,"type":"redis","url":"redis://127.0.0.1:6379/0"}`, `"secret":"{env.DEMO_SECRET}"`} {
 		if !strings.Contains(s, want) {
 			t.Errorf("adapted JSON lacks %s", want)
 		}

@@ -45,7 +45,7 @@ func TestConfigCheckedBeforeConnecting(t *testing.T) {
 		{`{` + store + `, ` + wp + `, "clients": [{"id": "c", "secret": "s"}]}`, "issuer is required"},
 		{`{"issuer": "https://wp.example/wp-json/moserver", "token_path": "token", ` + store + `}`, "token_path"},
 		{`{"issuer": "https://wp.example/wp-json/moserver", "unknown_grants": "drop", ` + store + `, ` + wp + `}`, "unknown_grants"},
-		{`{"issuer": "https://wp.example/wp-json/moserver", "store_timeout": -1, ` + store + `}`, "store_timeout"},
+		{`{"issuer": "https://wp.example/wp-json/moserver", "storage": {"type": "redis", "url": "redis://` + addr + `/0", "store_timeout": -1}}`, "store_timeout"},
 		{`{"issuer": "https://wp.example/wp-json/moserver", "refresh_grace": -1, ` + store + `}`, "refresh_grace"},
 		{`{"issuer": "https://wp.example/wp-json/moserver", "storage": {"type": "redis"}, ` + wp + `}`, "storage redis needs a URL"},
 		{`{"issuer": "https://wp.example/wp-json/moserver", ` + store + `, "clients": [{"id": "c"}]}`, "secret"},

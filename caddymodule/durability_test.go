@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -43,8 +42,8 @@ func TestCaddyfileStorageSentinelAndMinReplicasAck(t *testing.T) {
 		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(block)); err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
-		if h.Storage == nil || *h.Storage != tc.want {
-			t.Errorf("%s: Storage = %+v, want %+v", tc.name, h.Storage, tc.want)
+		if !sameJSON(h.StorageRaw, tc.want.raw()) {
+			t.Errorf("%s: storage %s, want %s", tc.name, h.StorageRaw, tc.want.raw())
 		}
 		if err := h.Validate(); err != nil {
 			t.Errorf("%s: valid config rejected: %v", tc.name, err)
@@ -75,31 +74,27 @@ func TestCaddyfileStorageSentinelAndMinReplicasAck(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw := cfg.Apps.HTTP.Servers["srv0"].Routes[0].Handle[0].Storage
-	var got StorageConfig
-	if err := json.Unmarshal(raw, &got); err != nil {
-		t.Fatalf("storage %s: %v", raw, err)
-	}
 	want := StorageConfig{Type: "redis_sentinel", URL: sentinelURL, MinReplicasAck: 1,
 		MinReplicasAckTimeout: caddy.Duration(300 * time.Millisecond)}
-	if got != want || !strings.Contains(string(raw), `"min_replicas_ack":1`) ||
+	if !sameJSON(raw, want.raw()) || !strings.Contains(string(raw), `"min_replicas_ack":1`) ||
 		!strings.Contains(string(raw), `"min_replicas_ack_timeout":300000000`) {
 		t.Errorf("adapted storage %s, want %+v", raw, want)
 	}
 
 	for in, wantErr := range map[string]string{
-		"storage redis_sentinel":                 "storage takes",
-		"storage redis_sentinel a b":             "storage takes",
-		"storage sentinel " + sentinelURL:        "storage takes",
-		"min_replicas_ack":                       "min_replicas_ack takes",
-		"min_replicas_ack 1 2s 3":                "min_replicas_ack takes",
-		"min_replicas_ack one":                   "not a replica count",
-		"min_replicas_ack -1":                    "not a replica count",
-		"min_replicas_ack 1 soon":                "not a positive duration",
-		"min_replicas_ack 1 0s":                  "not a positive duration",
-		"min_replicas_ack 1 -1s":                 "not a positive duration",
-		"min_replicas_ack 1\n storage memory":    "", // parses; Validate refuses it
-		"storage redis_cluster redis://h:1 x":    "storage takes",
-		"min_replicas_ack 1 1s\n storage memory": "",
+		"storage redis_sentinel":                                    "wrong argument count",
+		"storage redis_sentinel a b":                                "wrong argument count",
+		"storage sentinel " + sentinelURL:                           "moserver.storage.sentinel",
+		"min_replicas_ack":                                          "min_replicas_ack takes",
+		"min_replicas_ack 1 2s 3":                                   "min_replicas_ack takes",
+		"min_replicas_ack one":                                      "not a count",
+		"min_replicas_ack -1":                                       "not a count",
+		"min_replicas_ack 1 soon":                                   "not a positive duration",
+		"min_replicas_ack 1 0s":                                     "not a positive duration",
+		"min_replicas_ack 1 -1s":                                    "not a positive duration",
+		"min_replicas_ack 1\n storage memory":                       "not memory",
+		"storage redis_cluster redis://h:1 x":                       "wrong argument count",
+		"min_replicas_ack 1 1s\n storage redis_cluster redis://h:1": "not redis_cluster",
 	} {
 		var h Handler
 		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("moserver {\n " + in + "\n}"))
@@ -127,97 +122,24 @@ func TestValidateMinReplicasAck(t *testing.T) {
 		{"sentinel", StorageConfig{Type: "redis_sentinel", URL: sentinelURL, MinReplicasAck: 2, MinReplicasAckTimeout: ms(900)}, 0, ""},
 		{"longer store timeout", StorageConfig{Type: "redis", URL: "redis://h:1", MinReplicasAck: 1, MinReplicasAckTimeout: ms(1500)}, ms(2000), ""},
 		{"sentinel without URL", StorageConfig{Type: "redis_sentinel"}, 0, "storage redis_sentinel needs a URL"},
-		{"memory", StorageConfig{Type: "memory", MinReplicasAck: 1}, 0, "needs storage redis or redis_sentinel"},
-		{"default storage", StorageConfig{MinReplicasAck: 1}, 0, "needs storage redis or redis_sentinel"},
-		{"cluster", StorageConfig{Type: "redis_cluster", URL: clusterURL, MinReplicasAck: 1}, 0, "not redis_cluster"},
+		{"memory", StorageConfig{Type: "memory", MinReplicasAck: 1}, 0, `unknown field "min_replicas_ack"`},
+		{"default storage", StorageConfig{MinReplicasAck: 1}, 0, `unknown field "min_replicas_ack"`},
+		{"cluster", StorageConfig{Type: "redis_cluster", URL: clusterURL, MinReplicasAck: 1}, 0, `unknown field "min_replicas_ack"`},
 		{"negative", StorageConfig{Type: "redis", URL: "redis://h:1", MinReplicasAck: -1}, 0, "must not be negative"},
 		{"negative timeout", StorageConfig{Type: "redis", URL: "redis://h:1", MinReplicasAck: 1, MinReplicasAckTimeout: -1}, 0, "must not be negative"},
 		{"timeout without count", StorageConfig{Type: "redis", URL: "redis://h:1", MinReplicasAckTimeout: ms(100)}, 0, "needs min_replicas_ack"},
 		{"timeout = store timeout", StorageConfig{Type: "redis", URL: "redis://h:1", MinReplicasAck: 1, MinReplicasAckTimeout: ms(1000)}, 0, "shorter than store_timeout"},
 		{"default timeout, short store timeout", StorageConfig{Type: "redis", URL: "redis://h:1", MinReplicasAck: 1}, ms(400), "shorter than store_timeout"},
-		{"unknown type", StorageConfig{Type: "sentinel", URL: sentinelURL}, 0, "redis_sentinel or redis_cluster"},
+		{"unknown type", StorageConfig{Type: "sentinel", URL: sentinelURL}, 0, "moserver.storage.sentinel"},
 	} {
 		st := tc.storage
-		h := Handler{Issuer: "https://x.example/wp-json/moserver", Clients: []ClientConfig{{ID: "a", Secret: "s"}},
-			Storage: &st, StoreTimeout: tc.timeout}
-		err := h.Validate()
+		st.StoreTimeout = tc.timeout
+		_, err := loadStorage(testContext(t), &st)
 		if tc.want == "" && err != nil {
 			t.Errorf("%s: rejected: %v", tc.name, err)
 		}
 		if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%s: got %v, want an error containing %q", tc.name, err, tc.want)
-		}
-	}
-}
-
-func TestSentinelOptions(t *testing.T) {
-	o, err := sentinelOptions(sentinelURL, 1500*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := strings.Join(o.SentinelAddrs, " "); got != "10.0.0.1:26379 10.0.0.2:26380" || o.MasterName != "mymaster" {
-		t.Errorf("Sentinels %s, master %q", got, o.MasterName)
-	}
-	if o.Username != "app" || o.Password != "s3cret" || o.SentinelUsername != "" || o.SentinelPassword != "" || o.DB != 0 {
-		t.Errorf("credentials: server %q/%q, Sentinel %q/%q, db %d", o.Username, o.Password, o.SentinelUsername, o.SentinelPassword, o.DB)
-	}
-	if o.TLSConfig != nil {
-		t.Errorf("TLS without rediss")
-	}
-	if o.DialTimeout != 500*time.Millisecond || o.DialerRetries != 1 || o.MaxRetries != -1 ||
-		o.ReadTimeout != 1500*time.Millisecond || o.WriteTimeout != time.Second {
-		t.Errorf("not the fail-fast settings: dial %v, dialer retries %d, retries %d, read %v, write %v",
-			o.DialTimeout, o.DialerRetries, o.MaxRetries, o.ReadTimeout, o.WriteTimeout)
-	}
-
-	// Default port, more Sentinels as addr=, Sentinel password, db, TLS,
-	// options the URL sets.
-	o, err = sentinelOptions("rediss://:pw@s1,[::1],s3:5000/2?master_name=m&addr=s4:26381&sentinel_password=spw&dial_timeout=2s&read_timeout=3s", time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := strings.Join(slices.Sorted(slices.Values(o.SentinelAddrs)), " "); got != "[::1]:26379 s1:26379 s3:5000 s4:26381" {
-		t.Errorf("Sentinels %s", got)
-	}
-	if o.Username != "" || o.Password != "pw" || o.SentinelPassword != "spw" || o.DB != 2 || o.MasterName != "m" {
-		t.Errorf("server %q/%q, Sentinel password %q, db %d, master %q", o.Username, o.Password, o.SentinelPassword, o.DB, o.MasterName)
-	}
-	if o.TLSConfig == nil || o.TLSConfig.ServerName != "" {
-		t.Errorf("rediss: TLS config %+v, want one checking each host it dials", o.TLSConfig)
-	}
-	if o.DialTimeout != 2*time.Second || o.ReadTimeout != 3*time.Second || o.WriteTimeout != time.Second {
-		t.Errorf("URL options lost: dial %v, read %v, write %v", o.DialTimeout, o.ReadTimeout, o.WriteTimeout)
-	}
-
-	// An unescaped @ in the password: the last @ ends the user info.
-	if o, err := sentinelOptions("redis://:p@ss@s1?master_name=m", time.Second); err != nil || o.Password != "p@ss" ||
-		o.SentinelAddrs[0] != "s1:26379" {
-		t.Errorf("password with @: %+v, %v", o, err)
-	}
-
-	for bad, want := range map[string]string{
-		"redis://s1:26379":                                         "master_name",
-		"http://s1:26379?master_name=m":                            "redis:// or rediss://",
-		"redis://?master_name=m":                                   "names no Sentinel",
-		"redis://s1:x?master_name=m":                               "invalid Sentinel address",
-		"redis://s1:1,s2?master_name=m&dial_timeout=%zz":           "invalid URL query",
-		"redis://s1:26379,,s2?master_name=m":                       "invalid Sentinel address",
-		"redis://s1:0?master_name=m":                               "invalid Sentinel address",
-		"redis://s1?master_name=m&replica_only=true":               "replica_only",
-		"redis://s1?master_name=m&route_randomly=true":             "route_randomly",
-		"redis://s1?master_name=m&password=x":                      "password",
-		"redis://s1?master_name=m&colour=red":                      "unexpected option",
-		"redis://s1?master_name=m&dial_timeout=soon":               "dial_timeout",
-		"redis://s1/x?master_name=m":                               "database",
-		"redis://:hunter2@s1:99999?master_name=m":                  "invalid",
-		"redis://:hunter2@s1:1?master_name=m&dial_timeout=soon%zz": "invalid",
-	} {
-		_, err := sentinelOptions(bad, time.Second)
-		if err == nil || !strings.Contains(err.Error(), "storage redis_sentinel") || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s: got %v, want a storage redis_sentinel error containing %q", bad, err, want)
-		}
-		if err != nil && strings.Contains(err.Error(), "hunter2") {
-			t.Errorf("%s: the error shows the password: %v", bad, err)
 		}
 	}
 }
@@ -278,8 +200,9 @@ func TestStorePoolKeyAck(t *testing.T) {
 func durabilityHandler(t *testing.T, storage *StorageConfig) *Handler {
 	t.Helper()
 	h, _ := opsProvisionHandler(t, "https://example.com/wp-json/moserver", func(h *Handler) {
-		h.Storage = storage
-		h.KeyPrefix = redistest.Prefix(t)
+		s := *storage
+		s.KeyPrefix = redistest.Prefix(t)
+		h.StorageRaw = s.raw()
 		h.RefreshGrace = durationPtr(time.Minute)
 		h.Clients = []ClientConfig{{ID: "app", Secret: "app-secret", RefreshTokens: true}}
 	})

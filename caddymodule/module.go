@@ -5,6 +5,7 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -50,10 +51,10 @@ type Handler struct {
 	// IntrospectPath is the RFC 7662 endpoint (default
 	// /wp-json/moserver/introspect).
 	IntrospectPath string `json:"introspect_path,omitempty"`
-	// Storage selects where refresh tokens and revocations live.
-	Storage *StorageConfig `json:"storage,omitempty"`
-	// KeyPrefix prefixes every store key (default "moserver:").
-	KeyPrefix string `json:"key_prefix,omitempty"`
+	// StorageRaw is the storage backend: a moserver.storage module named by
+	// "type" (memory, the default; redis; redis_sentinel; redis_cluster; or
+	// another backend built in), with its key_prefix and store_timeout.
+	StorageRaw json.RawMessage `json:"storage,omitempty" caddy:"namespace=moserver.storage inline_key=type"`
 	// SigningKeys are PEM or JWK key files; the first signs, all are
 	// published. Without any, an ES256 key is generated once and kept in
 	// Caddy's storage.
@@ -81,9 +82,6 @@ type Handler struct {
 	RequirePKCEClients []string `json:"require_pkce_clients,omitempty"`
 	// Clients are the OAuth clients declared in the configuration.
 	Clients []ClientConfig `json:"clients,omitempty"`
-	// StoreTimeout bounds every store call of a request (default 1s): with
-	// the store down, requests that need it answer 503 within this time.
-	StoreTimeout caddy.Duration `json:"store_timeout,omitempty"`
 	// AuthFailureLimit is how many failed client authentications a client id
 	// or a client address may have within AuthFailureWindow before it is
 	// answered 429 (default 10; -1 turns the limit off).
@@ -97,51 +95,11 @@ type Handler struct {
 	// outcome, duration; never a secret or token); DEBUG otherwise.
 	LogRequests bool `json:"log_requests,omitempty"`
 
-	server   *oauth.Server
-	shared   *sharedServer
-	storeKey string
-	wp       *wordpressSite
-	logger   *zap.Logger
-}
-
-// StorageConfig selects the store.
-type StorageConfig struct {
-	// Type is "memory" (default), "redis" (one server), "redis_sentinel"
-	// (the primary of a Sentinel-managed deployment) or "redis_cluster" (a
-	// Redis Cluster).
-	Type string `json:"type,omitempty"`
-	// URL is required for the Redis types. Placeholders such as
-	// {env.REDIS_URL} are expanded.
-	//
-	// For redis: redis://[user:pass@]host:port/db (rediss:// for TLS), e.g.
-	// redis://127.0.0.1:6379/0.
-	//
-	// For redis_cluster, go-redis's cluster URL naming the seed nodes the
-	// cluster is discovered from (any of its nodes; one is enough):
-	// redis://[user:pass@]host1:port?addr=host2:port&addr=host3:port
-	// (rediss:// for TLS; no database number, a cluster has only db 0).
-	// Client options such as dial_timeout=1s may be added as query
-	// parameters; unset ones get the same fail-fast values as redis. The key
-	// prefix must not contain braces, which would change the Cluster hash
-	// tags that keep each token family in one slot.
-	//
-	// For redis_sentinel, the Sentinels and the name they monitor the
-	// primary under:
-	// redis://[user:pass@]sentinel1:port[,sentinel2:port...][/db]?master_name=mymaster
-	// (rediss:// for TLS; port 26379 if omitted; more Sentinels also as
-	// addr=host:port). The user and password are the Redis servers'; a
-	// Sentinel's own password goes in sentinel_password=. Client options as
-	// for redis_cluster.
-	URL string `json:"url,omitempty"`
-	// MinReplicasAck, for redis and redis_sentinel, is how many replicas
-	// must acknowledge each change (Redis WAIT) before it is reported
-	// done; when fewer do, the request answers 503 (default 0: the
-	// primary's word is enough, and a failover can lose acknowledged
-	// changes). See docs/durability.md; use it with refresh_grace.
-	MinReplicasAck int `json:"min_replicas_ack,omitempty"`
-	// MinReplicasAckTimeout bounds each wait for the replicas (default
-	// 500ms); it must be shorter than store_timeout.
-	MinReplicasAckTimeout caddy.Duration `json:"min_replicas_ack_timeout,omitempty"`
+	server  *oauth.Server
+	shared  *sharedServer
+	storage StorageBackend
+	wp      *wordpressSite
+	logger  *zap.Logger
 }
 
 // SigningKeyConfig names a signing key file.
@@ -199,6 +157,18 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.Validate(); err != nil {
 		return err
 	}
+	if h.StorageRaw == nil {
+		h.StorageRaw = json.RawMessage(`{"type":"memory"}`)
+	}
+	mod, err := ctx.LoadModule(h, "StorageRaw") // provisions and validates the backend; no I/O yet
+	if err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	var ok bool
+	if h.storage, ok = mod.(StorageBackend); !ok {
+		return fmt.Errorf("storage: %T is not a moserver storage backend", mod)
+	}
+	settings := h.storage.Settings()
 	repl := caddy.NewReplacer()
 	issuer := repl.ReplaceKnown(h.Issuer, "")
 	if err := checkAbsoluteURL("issuer", issuer); err != nil {
@@ -216,11 +186,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	st, key, err := acquireStore(h.Storage, h.keyPrefix(), repl, h.logger)
+	st, err := h.storage.OpenStore(ctx)
 	if err != nil {
 		return err
 	}
-	h.storeKey = key
 	var reg clients.Registry = registry
 	var wp oauth.WordPress
 	userTokens := ""
@@ -246,7 +215,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Clients:             reg,
 		WordPress:           wp,
 		UserAccessTokens:    userTokens,
-		StoreTimeout:        time.Duration(h.StoreTimeout),
+		StoreTimeout:        time.Duration(settings.StoreTimeout),
 		AuthFailureLimit:    h.AuthFailureLimit,
 		AuthFailureWindow:   time.Duration(h.AuthFailureWindow),
 		ClientIP:            caddyClientIP,
@@ -260,7 +229,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.shared = &sharedServer{issuer: issuer, audiences: h.audiences(issuer, repl), signer: signer, store: st,
-		storeTimeout: time.Duration(h.StoreTimeout)}
+		storeTimeout: time.Duration(settings.StoreTimeout)}
 	blocks, err := blocksOf(ctx)
 	if err != nil {
 		return err
@@ -284,13 +253,6 @@ func (h *Handler) audiences(issuer string, repl *caddy.Replacer) []string {
 		}
 	}
 	return auds
-}
-
-func (h *Handler) keyPrefix() string {
-	if h.KeyPrefix == "" {
-		return "moserver:"
-	}
-	return h.KeyPrefix
 }
 
 // buildClients turns the configured clients into a registry.
@@ -356,7 +318,7 @@ func (h *Handler) Validate() error {
 	if h.RefreshGrace != nil && *h.RefreshGrace < 0 {
 		return fmt.Errorf("refresh_grace must not be negative")
 	}
-	for name, d := range map[string]caddy.Duration{"access_token_ttl": h.AccessTokenTTL, "refresh_token_ttl": h.RefreshTokenTTL, "store_timeout": h.StoreTimeout} {
+	for name, d := range map[string]caddy.Duration{"access_token_ttl": h.AccessTokenTTL, "refresh_token_ttl": h.RefreshTokenTTL} {
 		if d < 0 {
 			return fmt.Errorf("%s must not be negative", name)
 		}
@@ -365,29 +327,6 @@ func (h *Handler) Validate() error {
 	case "", "passthrough", "reject":
 	default:
 		return fmt.Errorf("unknown_grants must be passthrough or reject, not %q", h.UnknownGrants)
-	}
-	if h.Storage != nil {
-		switch h.Storage.Type {
-		case "", "memory":
-		case "redis", "redis_sentinel":
-			if h.Storage.URL == "" {
-				return fmt.Errorf("storage %s needs a URL", h.Storage.Type)
-			}
-		case "redis_cluster":
-			if h.Storage.URL == "" {
-				return fmt.Errorf("storage redis_cluster needs a URL")
-			}
-			// A brace in the prefix would change the hash tag of every key,
-			// and "{}" would split a family's keys over several slots.
-			if strings.ContainsAny(h.keyPrefix(), "{}") {
-				return fmt.Errorf("with storage redis_cluster, key_prefix must not contain braces, got %q", h.keyPrefix())
-			}
-		default:
-			return fmt.Errorf("storage must be memory, redis, redis_sentinel or redis_cluster, not %q", h.Storage.Type)
-		}
-		if err := h.Storage.validateAck(h.StoreTimeout); err != nil {
-			return err
-		}
 	}
 	for i, k := range h.SigningKeys {
 		if k.File == "" {
@@ -487,9 +426,6 @@ func (h *Handler) Cleanup() error {
 	}
 	if h.wp != nil {
 		errs = append(errs, h.wp.close())
-	}
-	if h.storeKey != "" {
-		errs = append(errs, releaseStore(h.storeKey))
 	}
 	return errors.Join(errs...)
 }

@@ -27,18 +27,9 @@ func TestRedisStoreNeverResends(t *testing.T) {
 	}
 	c, prefix := redistest.Start(t)
 	addr := c.(*redis.Client).Options().Addr
-	d, err := newRedisStore("redis://"+addr+"/0", prefix, store.RedisOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = d.Destruct() })
-	st := d.(pooledStore).Store
+	st := newModuleRedisStore(t, "redis://"+addr+"/0", prefix)
 	// A second instance, for a caller with a short deadline.
-	d2, err := newRedisStore("redis://"+addr+"/0", prefix, store.RedisOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = d2.Destruct() })
+	st2 := newModuleRedisStore(t, "redis://"+addr+"/0", prefix)
 	ctx := context.Background()
 	now := time.Now()
 	rotateIn := func(ctx context.Context, st store.Store, family string) error {
@@ -70,7 +61,7 @@ while true do t = redis.call('TIME') if t[1] * 1000000 + t[2] - s > 2500000 then
 	// A caller whose own deadline comes first is answered then, at the
 	// other instance, while its commands are still in flight.
 	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-	err = rotateIn(short, d2.(pooledStore).Store, "short")
+	err := rotateIn(short, st2, "short")
 	cancel()
 	if !errors.Is(err, store.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("rotation with a 200 ms deadline during the busy script: %v, want ErrUnavailable (deadline exceeded)", err)
@@ -112,4 +103,21 @@ while true do t = redis.call('TIME') if t[1] * 1000000 + t[2] - s > 2500000 then
 	if revoked, err := st.FamilyRevoked(ctx, "fam"); err != nil || revoked {
 		t.Fatalf("family revoked = %v, %v; want false", revoked, err)
 	}
+}
+
+// newModuleRedisStore is a store with the client the redis storage module
+// makes (its fail-fast settings), not shared with any other.
+func newModuleRedisStore(t *testing.T, rawURL, prefix string) store.Store {
+	t.Helper()
+	client, _, err := store.NewRedisClient(store.KindRedis, rawURL, store.RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Close() })
+	st, err := store.NewRedisWithOptions(client, prefix, store.RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
 }

@@ -13,9 +13,9 @@ import (
 func provisionError(t *testing.T, mod func(*Handler)) error {
 	t.Helper()
 	h := &Handler{
-		Issuer:  "https://wp.example/wp-json/moserver",
-		Storage: &StorageConfig{Type: "memory"},
-		Clients: []ClientConfig{{ID: "c", Secret: "client-secret"}},
+		Issuer:     "https://wp.example/wp-json/moserver",
+		StorageRaw: (&StorageConfig{Type: "memory"}).raw(),
+		Clients:    []ClientConfig{{ID: "c", Secret: "client-secret"}},
 	}
 	mod(h)
 	if err := h.Validate(); err != nil {
@@ -42,7 +42,7 @@ func provisionError(t *testing.T, mod func(*Handler)) error {
 func TestConfigErrorsHideCredentials(t *testing.T) {
 	t.Setenv("MOSERVER_TEST_REDIS_PASSWORD", "from-the-env-9f3a")
 	storage := func(kind, url string) func(*Handler) {
-		return func(h *Handler) { h.Storage = &StorageConfig{Type: kind, URL: url} }
+		return func(h *Handler) { h.StorageRaw = (&StorageConfig{Type: kind, URL: url}).raw() }
 	}
 	wp := func(dsn string) func(*Handler) {
 		return func(h *Handler) { h.WordPress = &WordPressConfig{DSN: dsn} }

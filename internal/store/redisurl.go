@@ -1,81 +1,38 @@
-package caddymodule
+package store
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/zap"
-
-	"github.com/caddy-moserver/caddy-moserver/internal/oauth"
-	"github.com/caddy-moserver/caddy-moserver/internal/store"
 )
 
-// stores holds the stores in use, shared across config reloads: a reload
-// reuses the Redis connection pool (and the memory store's tokens) of the
-// configuration it replaces.
-var stores = caddy.NewUsagePool()
+// The kinds of Redis deployment a storage URL names.
+const (
+	KindRedis    = "redis"          // one server (and its replicas)
+	KindSentinel = "redis_sentinel" // the primary that Redis Sentinel names
+	KindCluster  = "redis_cluster"  // a Redis Cluster
+)
 
-// pooledStore lets the usage pool close a store, and the Redis client it
-// was built on, when its last user goes.
-type pooledStore struct {
-	store.Store
-	client io.Closer // the store's Redis client, which Store.Close leaves open; nil for memory
-}
-
-// Destruct implements caddy.Destructor.
-func (p pooledStore) Destruct() error {
-	err := p.Close()
-	if p.client != nil {
-		err = errors.Join(err, p.client.Close())
+// NewRedisClient makes the go-redis client of a storage URL of the given
+// kind, with the fail-fast settings below for whatever the URL leaves unset;
+// it does not connect. where describes the servers for logs (no
+// credentials). No error shows the URL's credentials.
+func NewRedisClient(kind, rawURL string, ack RedisOptions) (client redis.UniversalClient, where string, err error) {
+	switch kind {
+	case KindRedis:
+		return newSingleClient(rawURL, ack)
+	case KindSentinel:
+		return newSentinelClient(rawURL, ack)
+	case KindCluster:
+		return newClusterClient(rawURL)
 	}
-	return err
-}
-
-// acquireStore returns the store the configuration names and the pool key to
-// release it with.
-func acquireStore(cfg *StorageConfig, prefix string, repl *caddy.Replacer, log *zap.Logger) (store.Store, string, error) {
-	kind, rawURL := "memory", ""
-	if cfg != nil && cfg.Type != "" {
-		kind = cfg.Type
-	}
-	var ack store.RedisOptions
-	if kind == "redis" || kind == "redis_cluster" || kind == "redis_sentinel" {
-		rawURL = repl.ReplaceKnown(cfg.URL, "")
-		ack = cfg.redisOptions()
-	}
-	key := kind + "|" + rawURL + "|" + prefix
-	if ack.MinReplicasAck != 0 {
-		// Stores that wait differently are different stores.
-		key += fmt.Sprintf("|ack=%d/%v", ack.MinReplicasAck, ack.AckTimeout)
-	}
-	v, loaded, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
-		switch kind {
-		case "memory":
-			log.Warn("moserver is using the in-memory store: refresh tokens and revocations do not survive a restart and are not shared between instances; use storage redis in production")
-			return pooledStore{Store: store.NewMemory()}, nil
-		case "redis_cluster":
-			return newRedisClusterStore(rawURL, prefix, ack)
-		case "redis_sentinel":
-			return newRedisSentinelStore(rawURL, prefix, ack)
-		}
-		return newRedisStore(rawURL, prefix, ack)
-	})
-	if err != nil {
-		return nil, "", err
-	}
-	if !loaded {
-		log.Info("moserver store ready", zap.String("storage", kind))
-	}
-	return v.(pooledStore).Store, key, nil
+	return nil, "", fmt.Errorf("storage: %q is not a kind of Redis (%s, %s or %s)", kind, KindRedis, KindSentinel, KindCluster)
 }
 
 // Fail-fast client settings: when Redis is down, each request has its own
@@ -95,71 +52,10 @@ const (
 	redisIOTimeout     = time.Second // read and write timeouts
 )
 
-// redisOptions are the store options the configuration asks for, with the
-// default replica ack timeout.
-func (c *StorageConfig) redisOptions() store.RedisOptions {
-	o := store.RedisOptions{MinReplicasAck: c.MinReplicasAck, AckTimeout: time.Duration(c.MinReplicasAckTimeout)}
-	if o.MinReplicasAck > 0 && o.AckTimeout == 0 {
-		o.AckTimeout = store.DefaultAckTimeout
-	}
-	return o
-}
-
-// validateAck checks min_replicas_ack against the storage type and
-// store_timeout (0: its default).
-func (c *StorageConfig) validateAck(storeTimeout caddy.Duration) error {
-	if c.MinReplicasAck < 0 {
-		return fmt.Errorf("min_replicas_ack must not be negative")
-	}
-	if c.MinReplicasAckTimeout < 0 {
-		return fmt.Errorf("min_replicas_ack timeout must not be negative")
-	}
-	if c.MinReplicasAck == 0 {
-		if c.MinReplicasAckTimeout != 0 {
-			return fmt.Errorf("a min_replicas_ack timeout needs min_replicas_ack")
-		}
-		return nil
-	}
-	switch c.Type {
-	case "redis", "redis_sentinel":
-	case "redis_cluster":
-		// WAIT counts the replicas of the server it runs on, and a cluster
-		// client sends it to any master, not to the one that wrote.
-		return fmt.Errorf("min_replicas_ack works with storage redis and redis_sentinel, not redis_cluster")
-	default:
-		return fmt.Errorf("min_replicas_ack needs storage redis or redis_sentinel")
-	}
-	if storeTimeout == 0 {
-		storeTimeout = caddy.Duration(oauth.DefaultStoreTimeout)
-	}
-	if wait := c.redisOptions().AckTimeout; wait >= time.Duration(storeTimeout) {
-		return fmt.Errorf("the min_replicas_ack timeout (%v) must be shorter than store_timeout (%v)",
-			wait, time.Duration(storeTimeout))
-	}
-	return nil
-}
-
 // readTimeout is the read timeout of a client of a store with these
 // options: the fail-fast one plus the longest a WAIT may block.
-func readTimeout(ack store.RedisOptions) time.Duration {
+func readTimeout(ack RedisOptions) time.Duration {
 	return redisIOTimeout + ack.AckTimeout
-}
-
-// poolRedis makes the store of a new client for the pool. A first ping only
-// informs: Redis may come up after Caddy, and the requests that need it
-// answer 503 until it does.
-func poolRedis(client redis.UniversalClient, prefix string, ack store.RedisOptions, kind string, where ...zap.Field) (caddy.Destructor, error) {
-	st, err := store.NewRedisWithOptions(client, prefix, ack)
-	if err != nil {
-		_ = client.Close()
-		return nil, fmt.Errorf("storage %s: %w", kind, err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := client.Ping(ctx).Err(); err != nil {
-		caddy.Log().Warn("moserver: the "+kind+" store is not reachable yet", append(where, zap.Error(err))...)
-	}
-	return pooledStore{Store: st, client: client}, nil
 }
 
 // failFast fills in the fail-fast settings a URL left unset (zero). The
@@ -180,12 +76,12 @@ func setIfZero[T comparable](p *T, v T) {
 	}
 }
 
-// newRedisStore connects to a single Redis server named by a redis:// or
-// rediss:// URL.
-func newRedisStore(rawURL, prefix string, ack store.RedisOptions) (caddy.Destructor, error) {
+// newSingleClient makes the client of a single Redis server named by a
+// redis:// or rediss:// URL.
+func newSingleClient(rawURL string, ack RedisOptions) (redis.UniversalClient, string, error) {
 	opts, err := redis.ParseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("storage redis: %w", withoutCredentials(err, rawURL, func(u string) error {
+		return nil, "", fmt.Errorf("storage redis: %w", withoutCredentials(err, rawURL, func(u string) error {
 			_, err := redis.ParseURL(u)
 			return err
 		}))
@@ -205,22 +101,21 @@ func newRedisStore(rawURL, prefix string, ack store.RedisOptions) (caddy.Destruc
 		// writes, not only the fixed timeouts.
 		ContextTimeoutEnabled: true,
 	})
-	return poolRedis(client, prefix, ack, "redis", zap.String("addr", opts.Addr))
+	return client, "addr " + opts.Addr, nil
 }
 
-// newRedisClusterStore connects to a Redis Cluster named by go-redis's
+// newClusterClient makes the client of a Redis Cluster named by go-redis's
 // cluster URL, redis://[user:pass@]host1:port?addr=host2:port&addr=host3:port
 // (rediss:// for TLS): the seed nodes the client discovers the cluster from.
 // The fail-fast settings of the single-node client apply to every option
 // the URL leaves unset (dial_timeout, dialer_retries, max_retries,
 // read_timeout, write_timeout); other URL options are kept as parsed.
-func newRedisClusterStore(rawURL, prefix string, ack store.RedisOptions) (caddy.Destructor, error) {
+func newClusterClient(rawURL string) (redis.UniversalClient, string, error) {
 	opts, err := clusterOptions(rawURL)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	client := redis.NewClusterClient(opts)
-	return poolRedis(client, prefix, ack, "redis_cluster", zap.Strings("addrs", opts.Addrs)) // refuses min_replicas_ack
+	return redis.NewClusterClient(opts), "seed nodes " + strings.Join(opts.Addrs, ","), nil
 }
 
 // clusterOptions parses a cluster URL and fills in the fail-fast settings
@@ -238,18 +133,16 @@ func clusterOptions(rawURL string) (*redis.ClusterOptions, error) {
 	return opts, nil
 }
 
-// newRedisSentinelStore connects, through Redis Sentinel, to the primary
-// the Sentinels name (see sentinelOptions for the URL). The client asks a
-// Sentinel for the primary's address whenever it dials and drops its
-// connections to a demoted primary when Sentinel announces a failover.
-func newRedisSentinelStore(rawURL, prefix string, ack store.RedisOptions) (caddy.Destructor, error) {
+// newSentinelClient makes the client of the primary the Sentinels name
+// (see sentinelOptions for the URL). It asks a Sentinel for the primary's
+// address whenever it dials and drops its connections to a demoted primary
+// when Sentinel announces a failover.
+func newSentinelClient(rawURL string, ack RedisOptions) (redis.UniversalClient, string, error) {
 	opts, err := sentinelOptions(rawURL, readTimeout(ack))
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	client := redis.NewFailoverClient(opts)
-	return poolRedis(client, prefix, ack, "redis_sentinel",
-		zap.Strings("sentinels", opts.SentinelAddrs), zap.String("master", opts.MasterName))
+	return redis.NewFailoverClient(opts), "sentinels " + strings.Join(opts.SentinelAddrs, ",") + ", master " + opts.MasterName, nil
 }
 
 // defaultSentinelPort is the port of a Sentinel address given without one.
@@ -422,9 +315,4 @@ func withoutCredentials(err error, rawURL string, parse func(string) error) erro
 		return rerr
 	}
 	return errors.New("the URL's user name or password does not parse (percent-encode every character other than letters, digits and - . _ ~ in them)")
-}
-
-func releaseStore(key string) error {
-	_, err := stores.Delete(key)
-	return err
 }
