@@ -372,8 +372,8 @@ func validateClient(c ClientConfig) error {
 		switch {
 		case g == clients.GrantClientCredentials && c.Public:
 			return fmt.Errorf("client %q: a public client cannot use client_credentials", c.ID)
-		case g != clients.GrantClientCredentials && g != clients.GrantRefreshToken && g != clients.GrantAuthorizationCode:
-			return fmt.Errorf("client %q: grants: %q is not client_credentials, refresh_token or authorization_code", c.ID, g)
+		case !slices.Contains(clients.Grants, g):
+			return fmt.Errorf("client %q: grants: %q is not one of %s", c.ID, g, strings.Join(clients.Grants, ", "))
 		}
 	}
 	for _, s := range c.Scopes {

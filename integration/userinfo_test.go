@@ -202,7 +202,7 @@ func TestDiscoveryAndKeys(t *testing.T) {
 	for k, v := range map[string]string{
 		"id_token_signing_alg_values_supported": "[RS256]",
 		"response_types_supported":              "[code]",
-		"grant_types_supported":                 "[authorization_code refresh_token client_credentials]",
+		"grant_types_supported":                 "[authorization_code client_credentials refresh_token]",
 		"subject_types_supported":               "[public]",
 		"token_endpoint_auth_methods_supported": "[client_secret_basic client_secret_post]",
 		"code_challenge_methods_supported":      "[S256]",

@@ -28,6 +28,11 @@ const (
 // two the plugin seeds its scope table with.
 var DefaultScopes = []string{"profile", "email"}
 
+// Grants are every grant type the module knows, in the order metadata
+// lists them: client validation, the token endpoint and the metadata all
+// take them from here.
+var Grants = []string{GrantAuthorizationCode, GrantClientCredentials, GrantRefreshToken}
+
 // DefaultGrants are the grants a client gets when none are configured.
 var DefaultGrants = []string{GrantClientCredentials, GrantRefreshToken}
 

@@ -156,3 +156,32 @@ func (s *Server) lookupClient(ctx context.Context, creds credentials) (*clients.
 	}
 	return s.cfg.Clients.Lookup(ctx, creds.rawID)
 }
+
+// authenticatedClient is how every authenticated request starts: no
+// parameter sent twice, then the client authenticated and CORS allowed for
+// its origins.
+func (s *Server) authenticatedClient(b *requestBudget, w http.ResponseWriter, r *http.Request, p params) (*clients.Client, *Error) {
+	if p.duplicate != "" {
+		return nil, errDuplicate(p.duplicate)
+	}
+	client, e := s.authenticate(b, r, p)
+	if e != nil {
+		return nil, e
+	}
+	allowCORS(w, r, client)
+	return client, nil
+}
+
+// authenticatedToken is how revocation and introspection start:
+// authenticatedClient and a non-empty token parameter, which it returns.
+func (s *Server) authenticatedToken(b *requestBudget, w http.ResponseWriter, r *http.Request, p params) (*clients.Client, string, *Error) {
+	client, e := s.authenticatedClient(b, w, r, p)
+	if e != nil {
+		return nil, "", e
+	}
+	token := p.get("token")
+	if token == "" {
+		return client, "", errInvalidRequest(descMissingToken)
+	}
+	return client, token, nil
+}

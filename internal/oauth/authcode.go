@@ -166,31 +166,19 @@ func (s *Server) redeemCode(ctx context.Context, c *clients.Client, code, digest
 		}
 		red.FamilyID, resp.RefreshToken = familyID, refresh
 	}
-	ttl := s.accessTTL(c)
-	if s.cfg.UserAccessTokens == UserAccessJWT {
-		red.AccessJTI, red.AccessExpiresAt = tokens.NewID(16), now.Add(ttl)
-		if e := s.mintAccessID(resp, c, "", userJWTSubject(userID), red.FamilyID, red.AccessJTI, now); e != nil {
-			s.undoRedemption(ctx, code, red)
-			return nil, e
-		}
-	} else {
-		at := newPluginToken()
-		sealed, err := tokens.Seal(code, at)
+	a, e := s.issueForUser(ctx, resp, c, userID, red.FamilyID, nonce, now)
+	red.AccessJTI, red.AccessExpiresAt = a.jti, a.expires
+	if a.opaque != "" {
+		sealed, err := tokens.Seal(code, a.opaque)
 		if err != nil {
+			_ = wp.DeleteAccessToken(ctx, a.opaque)
 			return fail("sealing an access token failed", err)
 		}
-		if err := wp.InsertAccessToken(ctx, at, c.ID, userID, now.Add(ttl), scope); err != nil {
-			return fail("recording an access token in WordPress failed", err)
-		}
 		red.SealedAccess = sealed
-		resp.AccessToken, resp.ExpiresIn, resp.TokenType = at, int64(ttl/time.Second), "Bearer"
 	}
-	if hasWord(scope, "openid") {
-		idt, err := wp.IDToken(ctx, c.ID, userID, now, now.Add(ttl), nonce)
-		if err != nil {
-			return fail("minting an id_token failed", err)
-		}
-		resp.IDToken = idt
+	if e != nil {
+		s.undoRedemption(ctx, code, red)
+		return nil, e
 	}
 	if err := s.cfg.Store.AddRedemption(ctx, digest, red, redemptionTTL); err != nil {
 		return fail("recording a code redemption failed", err)

@@ -187,7 +187,7 @@ func (s *Server) discovery(c *clients.Client, alg string) []byte {
 		algs = append(algs, alg)
 	}
 	grants := []string{}
-	for _, g := range []string{clients.GrantAuthorizationCode, clients.GrantRefreshToken, clients.GrantClientCredentials} {
+	for _, g := range clients.Grants {
 		if c.AllowsGrant(g) && !(c.Public && g == clients.GrantClientCredentials) {
 			grants = append(grants, g)
 		}

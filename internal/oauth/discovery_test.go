@@ -101,7 +101,7 @@ func TestDiscovery(t *testing.T) {
 		"id_token_signing_alg_values_supported": []any{"RS256"},
 		"response_types_supported":              []any{"code"},
 		"jwks_uri":                              iss + "/.well-known/keys",
-		"grant_types_supported":                 []any{"authorization_code", "refresh_token", "client_credentials"},
+		"grant_types_supported":                 []any{"authorization_code", "client_credentials", "refresh_token"},
 		"subject_types_supported":               []any{"public"},
 		"token_endpoint_auth_methods_supported": []any{"client_secret_basic", "client_secret_post"},
 		"code_challenge_methods_supported":      []any{"S256"},

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -45,19 +44,17 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	grant := p.get("grant_type")
-	switch grant {
-	case clients.GrantClientCredentials, clients.GrantRefreshToken:
-	case "":
+	switch {
+	case s.ownsGrant(grant):
+	case grant == "":
 		if p.has("token") {
 			s.revoke(w, r, p)
 		} else {
 			writeError(w, errInvalidRequest(descNoGrantType))
 		}
 		return true
-	case grantAuthorizationCode:
-		if s.cfg.WordPress == nil { // the codes are PHP's: leave them to it
-			return s.passGrant(w, r, body)
-		}
+	case grant == grantAuthorizationCode: // without WordPress the codes are PHP's
+		return s.passGrant(w, r, body)
 	default:
 		if s.cfg.RejectUnknownGrants {
 			writeError(w, &Error{Status: http.StatusBadRequest, Code: "unsupported_grant_type", Description: descUnsupportedGrant})
@@ -102,6 +99,16 @@ func (s *Server) passGrant(w http.ResponseWriter, r *http.Request, body string) 
 	restoreBody(r, body)
 	s.cfg.Events.PassedThrough()
 	return false
+}
+
+// ownsGrant reports whether the server answers a grant type: every one of
+// clients.Grants, authorization_code only with WordPress (the plugin's
+// codes).
+func (s *Server) ownsGrant(grant string) bool {
+	if grant == grantAuthorizationCode && s.cfg.WordPress == nil {
+		return false
+	}
+	return slices.Contains(clients.Grants, grant)
 }
 
 // grant authenticates the client and runs the grant; on success it has
@@ -260,10 +267,8 @@ func (s *Server) familyExpiry(c *clients.Client, now time.Time) time.Time {
 // a JWT of the client's own.
 func (s *Server) issue(ctx context.Context, resp *tokenResponse, c *clients.Client, subject, familyID string, now time.Time) *Error {
 	if userID, ok := userOf(subject); ok {
-		if s.cfg.WordPress != nil {
-			return s.issueForUser(ctx, resp, c, userID, familyID, now)
-		}
-		return s.mintAccess(resp, c, "", strconv.FormatInt(userID, 10), familyID, now)
+		_, e := s.issueForUser(ctx, resp, c, userID, familyID, "", now)
+		return e
 	}
 	return s.mintAccess(resp, c, clientSubjectPrefix, subject, familyID, now)
 }

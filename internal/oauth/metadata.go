@@ -4,8 +4,11 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/clients"
 )
 
 // DefaultIntrospectPath is the RFC 7662 endpoint.
@@ -61,7 +64,7 @@ func (s *Server) buildMetadata() []byte {
 		JWKSURI:                  origin + s.cfg.JWKSPath,
 		RevocationEndpoint:       origin + s.cfg.RevokePath,
 		IntrospectionEndpoint:    origin + s.cfg.IntrospectPath,
-		GrantTypes:               []string{"client_credentials", "refresh_token"},
+		GrantTypes:               slices.DeleteFunc(slices.Clone(clients.Grants), func(g string) bool { return !s.ownsGrant(g) }),
 		TokenAuthMethods:         methods,
 		RevocationAuthMethods:    methods,
 		IntrospectionAuthMethods: methods,
@@ -71,7 +74,6 @@ func (s *Server) buildMetadata() []byte {
 	if s.cfg.WordPress != nil {
 		md.AuthorizationEndpoint = s.pluginEndpoint(DefaultAuthorizePath)
 		md.UserInfoEndpoint = s.pluginEndpoint(DefaultUserInfoPath)
-		md.GrantTypes = []string{"authorization_code", "client_credentials", "refresh_token"}
 		md.ResponseTypes = []string{"code"}
 		md.CodeChallengeMethods = []string{"S256"}
 	}

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"unsafe"
 
-	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
+	"github.com/caddy-moserver/caddy-moserver/internal/jsonenc"
 )
 
 // jsonHeaderValues holds the header values of one JSON response in a single
@@ -66,22 +66,22 @@ func putBody(b *[]byte) {
 // HTML-escaped.
 func (t *tokenResponse) appendJSON(b []byte) []byte {
 	b = append(b, `{"access_token":`...)
-	b = tokens.AppendJSONString(b, t.AccessToken, true)
+	b = jsonenc.AppendString(b, t.AccessToken, true)
 	b = append(b, `,"expires_in":`...)
 	b = strconv.AppendInt(b, t.ExpiresIn, 10)
 	b = append(b, `,"token_type":`...)
-	b = tokens.AppendJSONString(b, t.TokenType, true)
+	b = jsonenc.AppendString(b, t.TokenType, true)
 	if t.Scope != "" {
 		b = append(b, `,"scope":`...)
-		b = tokens.AppendJSONString(b, t.Scope, true)
+		b = jsonenc.AppendString(b, t.Scope, true)
 	}
 	if t.RefreshToken != "" {
 		b = append(b, `,"refresh_token":`...)
-		b = tokens.AppendJSONString(b, t.RefreshToken, true)
+		b = jsonenc.AppendString(b, t.RefreshToken, true)
 	}
 	if t.IDToken != "" {
 		b = append(b, `,"id_token":`...)
-		b = tokens.AppendJSONString(b, t.IDToken, true)
+		b = jsonenc.AppendString(b, t.IDToken, true)
 	}
 	return append(b, '}')
 }
@@ -89,10 +89,10 @@ func (t *tokenResponse) appendJSON(b []byte) []byte {
 // appendJSON appends the error body exactly as json.Marshal encodes it.
 func (e *errorBody) appendJSON(b []byte) []byte {
 	b = append(b, `{"error":`...)
-	b = tokens.AppendJSONString(b, e.Error, true)
+	b = jsonenc.AppendString(b, e.Error, true)
 	if e.Description != "" {
 		b = append(b, `,"error_description":`...)
-		b = tokens.AppendJSONString(b, e.Description, true)
+		b = jsonenc.AppendString(b, e.Description, true)
 	}
 	return append(b, '}')
 }

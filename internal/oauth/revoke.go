@@ -6,7 +6,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/caddy-moserver/caddy-moserver/internal/clients"
 	"github.com/caddy-moserver/caddy-moserver/internal/store"
 	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
 )
@@ -21,35 +20,6 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) bool {
 		s.revoke(w, r, p)
 	}
 	return true
-}
-
-// authenticatedClient is how every authenticated request starts: no
-// parameter sent twice, then the client authenticated and CORS allowed for
-// its origins.
-func (s *Server) authenticatedClient(b *requestBudget, w http.ResponseWriter, r *http.Request, p params) (*clients.Client, *Error) {
-	if p.duplicate != "" {
-		return nil, errDuplicate(p.duplicate)
-	}
-	client, e := s.authenticate(b, r, p)
-	if e != nil {
-		return nil, e
-	}
-	allowCORS(w, r, client)
-	return client, nil
-}
-
-// authenticatedToken is how revocation and introspection start:
-// authenticatedClient and a non-empty token parameter, which it returns.
-func (s *Server) authenticatedToken(b *requestBudget, w http.ResponseWriter, r *http.Request, p params) (*clients.Client, string, *Error) {
-	client, e := s.authenticatedClient(b, w, r, p)
-	if e != nil {
-		return nil, "", e
-	}
-	token := p.get("token")
-	if token == "" {
-		return client, "", errInvalidRequest(descMissingToken)
-	}
-	return client, token, nil
 }
 
 // revoke authenticates the client and revokes the token it names (RFC 7009):

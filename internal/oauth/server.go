@@ -112,6 +112,8 @@ type Server struct {
 	metadata     []byte // serialised once
 
 	limiter *limiter // the failed-authentication budget
+	// userAccess issues a WordPress user's access token (opaque or JWT).
+	userAccess userAccessIssuer
 
 	users *ttlCache[int64, *User]        // WordPress users, for userinfo
 	keys  *ttlCache[string, *clientKeys] // clients' id_token keys
@@ -196,6 +198,10 @@ func New(cfg Config) (*Server, error) {
 		keys:         newTTLCache[string, *clientKeys](clientKeyCacheTTL, maxCachedKeys),
 	}
 	s.limiter = newLimiter(&s.cfg, log)
+	s.userAccess = opaqueUserAccess
+	if cfg.UserAccessTokens == UserAccessJWT || cfg.WordPress == nil {
+		s.userAccess = jwtUserAccess
+	}
 	s.metadata = s.buildMetadata()
 	return s, nil
 }

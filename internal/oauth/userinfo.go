@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-moserver/caddy-moserver/internal/jsonenc"
 	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
 )
 
@@ -264,7 +265,7 @@ func appendUserInfo(b []byte, u *User, scope string) []byte {
 	}
 	if all || scopeHas(scope, "email") {
 		b = append(b, `,"email":`...)
-		b = tokens.AppendJSONString(b, u.Email, true)
+		b = jsonenc.AppendString(b, u.Email, true)
 	}
 	if all || scopeHas(scope, "profile") {
 		for _, f := range [...]struct{ name, v string }{
@@ -272,7 +273,7 @@ func appendUserInfo(b []byte, u *User, scope string) []byte {
 			{`,"nickname":`, u.Nickname}, {`,"display_name":`, u.DisplayName},
 		} {
 			b = append(b, f.name...)
-			b = tokens.AppendJSONString(b, f.v, true)
+			b = jsonenc.AppendString(b, f.v, true)
 		}
 	}
 	return append(b, '}')

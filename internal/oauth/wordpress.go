@@ -218,32 +218,54 @@ func subsetOf(scope, granted string) bool {
 	return true
 }
 
-// issueForUser fills resp with the tokens of a WordPress user: an opaque
-// access token recorded in the plugin's table (or a JWT when configured) and,
-// with openid in scope, an id_token signed with the client's key.
-func (s *Server) issueForUser(ctx context.Context, resp *tokenResponse, c *clients.Client, userID int64, familyID string, now time.Time) *Error {
+// issuedAccess is the access token issued to a WordPress user: a JWT's
+// jti, or an opaque token (a row of the plugin's table).
+type issuedAccess struct {
+	jti     string
+	opaque  string
+	expires time.Time
+}
+
+// userAccessIssuer issues the access token of a WordPress user into resp.
+// New chooses it once, from UserAccessTokens.
+type userAccessIssuer func(s *Server, ctx context.Context, resp *tokenResponse, c *clients.Client, userID int64, familyID string, now time.Time) (issuedAccess, *Error)
+
+// jwtUserAccess issues one of our JWTs, whose sub is the user id.
+func jwtUserAccess(s *Server, _ context.Context, resp *tokenResponse, c *clients.Client, userID int64, familyID string, now time.Time) (issuedAccess, *Error) {
+	a := issuedAccess{jti: tokens.NewID(16), expires: now.Add(s.accessTTL(c))}
+	return a, s.mintAccessID(resp, c, "", userJWTSubject(userID), familyID, a.jti, now)
+}
+
+// opaqueUserAccess records an opaque token in the plugin's access-token
+// table, where userinfo (the module's, or the plugin's) finds it.
+func opaqueUserAccess(s *Server, ctx context.Context, resp *tokenResponse, c *clients.Client, userID int64, _ string, now time.Time) (issuedAccess, *Error) {
 	ttl := s.accessTTL(c)
-	if s.cfg.UserAccessTokens == UserAccessJWT {
-		if e := s.mintAccess(resp, c, "", strconv.FormatInt(userID, 10), familyID, now); e != nil {
-			return e
-		}
-	} else {
-		at := newPluginToken()
-		if err := s.cfg.WordPress.InsertAccessToken(ctx, at, c.ID, userID, now.Add(ttl), resp.Scope); err != nil {
-			s.log.Error("recording an access token in WordPress failed", zap.String("client_id", c.ID), errField(err))
-			return errUnavailable()
-		}
-		resp.AccessToken, resp.ExpiresIn, resp.TokenType = at, int64(ttl/time.Second), "Bearer"
+	a := issuedAccess{opaque: newPluginToken(), expires: now.Add(ttl)}
+	if err := s.cfg.WordPress.InsertAccessToken(ctx, a.opaque, c.ID, userID, a.expires, resp.Scope); err != nil {
+		s.log.Error("recording an access token in WordPress failed", zap.String("client_id", c.ID), errField(err))
+		return issuedAccess{}, errUnavailable()
 	}
-	if hasWord(resp.Scope, "openid") {
-		idt, err := s.cfg.WordPress.IDToken(ctx, c.ID, userID, now, now.Add(ttl), "")
-		if err != nil {
-			s.log.Error("minting an id_token failed", zap.String("client_id", c.ID), errField(err))
-			return errUnavailable()
-		}
-		resp.IDToken = idt
+	resp.AccessToken, resp.ExpiresIn, resp.TokenType = a.opaque, int64(ttl/time.Second), "Bearer"
+	return a, nil
+}
+
+// issueForUser fills resp with the tokens of a WordPress user: the access
+// token as UserAccessTokens says and, with openid in scope, an id_token
+// signed with the client's key, carrying nonce when it is not empty. It
+// returns what it issued, also on an error after the access token (so that
+// a caller can revoke it).
+func (s *Server) issueForUser(ctx context.Context, resp *tokenResponse, c *clients.Client, userID int64, familyID, nonce string, now time.Time) (issuedAccess, *Error) {
+	a, e := s.userAccess(s, ctx, resp, c, userID, familyID, now)
+	if e != nil || s.cfg.WordPress == nil || !hasWord(resp.Scope, "openid") {
+		return a, e
 	}
-	return nil
+	idt, err := s.cfg.WordPress.IDToken(ctx, c.ID, userID, now, now.Add(s.accessTTL(c)), nonce)
+	if err != nil {
+		s.log.Error("minting an id_token failed", zap.String("client_id", c.ID), errField(err))
+		return a, errUnavailable()
+	}
+	resp.IDToken = idt
+	return a, nil
 }
 
 // newPluginToken makes an access token in the plugin's format: 32 hex chars.

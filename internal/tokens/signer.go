@@ -12,8 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 	"unsafe"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/jsonenc"
 )
 
 // Errors returned by Verify. Every failure wraps exactly one of them.
@@ -197,68 +198,9 @@ func appendClaims(b []byte, c *AccessClaims) []byte {
 	return append(b, '}')
 }
 
-const hexDigits = "0123456789abcdef"
-
 // appendJSONString appends s as a JSON string exactly as encoding/json does
 // with HTML escaping off (the claims and header of a token).
-func appendJSONString(b []byte, s string) []byte { return AppendJSONString(b, s, false) }
-
-// AppendJSONString appends s as a JSON string exactly as encoding/json
-// encodes it: '"', '\\' and control characters are escaped, invalid UTF-8
-// becomes \ufffd, and U+2028/U+2029 are escaped; with escapeHTML (what
-// json.Marshal does) '<', '>' and '&' also become \u003c, \u003e and
-// \u0026, as with json.Encoder.SetEscapeHTML.
-func AppendJSONString(b []byte, s string, escapeHTML bool) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && (!escapeHTML || c != '<' && c != '>' && c != '&') {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default: // other control characters, and <, > and & with escapeHTML
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
+func appendJSONString(b []byte, s string) []byte { return jsonenc.AppendString(b, s, false) }
 
 // Verify checks that token is an access token signed by one of the Signer's
 // keys and returns its claims. The key is chosen by the header's kid; the

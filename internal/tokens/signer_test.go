@@ -215,26 +215,6 @@ var escapeCases = []string{
 	`\u0000 literal`,
 }
 
-func TestAppendJSONStringMatchesEncodingJSON(t *testing.T) {
-	for _, s := range escapeCases {
-		if got, want := string(appendJSONString(nil, s)), stdJSON(t, s); got != want {
-			t.Errorf("appendJSONString(%q) = %s, want %s", s, got, want)
-		}
-		if got, want := string(AppendJSONString([]byte("x"), s, true)), "x"+marshalJSON(t, s); got != want {
-			t.Errorf("AppendJSONString(%q, true) = %s, want %s", s, got, want)
-		}
-	}
-}
-
-// marshalJSON encodes s with json.Marshal (HTML escaping on).
-func marshalJSON(t testing.TB, s string) string {
-	b, err := json.Marshal(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
 // stdJSON encodes s with encoding/json, HTML escaping off.
 func stdJSON(t testing.TB, s string) string {
 	var buf bytes.Buffer
@@ -573,20 +553,6 @@ func FuzzVerify(f *testing.F) {
 			t.Fatal("claims with a non-expiry error")
 		case err != nil && !errors.Is(err, ErrExpired) && !errors.Is(err, ErrInvalid):
 			t.Fatalf("unclassified error %v", err)
-		}
-	})
-}
-
-func FuzzAppendJSONString(f *testing.F) {
-	for _, s := range escapeCases {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		if got, want := string(appendJSONString(nil, s)), stdJSON(t, s); got != want {
-			t.Fatalf("appendJSONString(%q) = %s, want %s", s, got, want)
-		}
-		if got, want := string(AppendJSONString(nil, s, true)), marshalJSON(t, s); got != want {
-			t.Fatalf("AppendJSONString(%q, true) = %s, want %s", s, got, want)
 		}
 	})
 }
