@@ -18,9 +18,9 @@ import (
 // store calls it would make (the failure budget, then the rotation share one
 // deadline), and a wrong secret is still answered 401.
 func TestStoreStallAnswersWithinTimeout(t *testing.T) {
-	const storeTimeout = 500 * time.Millisecond
+	const storeTimeout = time.Second
 	srv := redistest.StartServer(t)
-	s := startSite(t, redisOptionFor("redis://"+srv.Addr+"/0", redistest.Prefix(t))+"\n\t\tstore_timeout 500ms", newUpstream(t).URL)
+	s := startSite(t, redisOptionFor("redis://"+srv.Addr+"/0", redistest.Prefix(t))+"\n\t\tstore_timeout 1s", newUpstream(t).URL)
 	first := mustToken(t, s.form(t, tokenPath, ccValues()))
 	rt, at := first.str("refresh_token"), first.str("access_token")
 	wrong := ccValues()
