@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/lestrrat-go/jwx/v2/jwa"
 	"go.uber.org/zap"
 )
 
@@ -59,7 +60,20 @@ type DB struct {
 	prefix  string
 	timeout time.Duration
 	t       tables
+	// signingKeys keeps each client's parsed id_token key for a minute (a
+	// parse of an RSA key costs as much as a signature, and a query), as
+	// the plugin's keys change only when an administrator changes them.
+	signingKeys *ttlCache[string, signingKey]
 }
+
+// signingKey is a client's id_token key, ready to sign with.
+type signingKey struct {
+	alg jwa.SignatureAlgorithm
+	key any
+}
+
+// signingKeyTTL is how long a client's parsed id_token key is kept.
+const signingKeyTTL = time.Minute
 
 // tables holds the quoted names of the tables this package uses.
 type tables struct {
@@ -153,9 +167,10 @@ func Open(dsn, tablePrefix string, opts Options) (*DB, error) {
 	db.SetConnMaxLifetime(opts.ConnMaxLifetime)
 	db.SetConnMaxIdleTime(defaultConnMaxIdleTime)
 	return &DB{
-		sql:     db,
-		prefix:  tablePrefix,
-		timeout: opts.QueryTimeout,
+		sql:         db,
+		prefix:      tablePrefix,
+		timeout:     opts.QueryTimeout,
+		signingKeys: newTTLCache[string, signingKey](signingKeyTTL, 10_000),
 		t: tables{
 			clients:  table(tablePrefix, tblClients),
 			scopes:   table(tablePrefix, tblScopes),

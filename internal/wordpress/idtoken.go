@@ -81,8 +81,21 @@ func (d *DB) IDToken(ctx context.Context, issuer, clientID string, userID int64,
 	return string(signed), nil
 }
 
-// idTokenKey returns the algorithm and key a client's id_tokens are signed with.
+// idTokenKey returns the algorithm and key a client's id_tokens are signed
+// with, from the cache when a recent one is there.
 func (d *DB) idTokenKey(ctx context.Context, clientID string) (jwa.SignatureAlgorithm, any, error) {
+	if k, ok := d.signingKeys.get(clientID, time.Now()); ok {
+		return k.alg, k.key, nil
+	}
+	alg, key, err := d.readIDTokenKey(ctx, clientID)
+	if err == nil {
+		d.signingKeys.put(clientID, signingKey{alg: alg, key: key}, time.Now())
+	}
+	return alg, key, err
+}
+
+// readIDTokenKey reads and parses a client's id_token key.
+func (d *DB) readIDTokenKey(ctx context.Context, clientID string) (jwa.SignatureAlgorithm, any, error) {
 	ck, err := d.ClientKey(ctx, clientID)
 	if err != nil {
 		return "", nil, err
