@@ -64,6 +64,8 @@ type DB struct {
 	// parse of an RSA key costs as much as a signature, and a query), as
 	// the plugin's keys change only when an administrator changes them.
 	signingKeys *ttlCache[string, signingKey]
+	// idUsers keeps the users id_tokens are minted for, a few seconds.
+	idUsers *ttlCache[int64, *User]
 }
 
 // signingKey is a client's id_token key, ready to sign with.
@@ -72,8 +74,13 @@ type signingKey struct {
 	key any
 }
 
-// signingKeyTTL is how long a client's parsed id_token key is kept.
-const signingKeyTTL = time.Minute
+// signingKeyTTL is how long a client's parsed id_token key is kept;
+// idUserTTL how long a user's claims are (a profile change shows in new
+// id_tokens within it).
+const (
+	signingKeyTTL = time.Minute
+	idUserTTL     = 5 * time.Second
+)
 
 // tables holds the quoted names of the tables this package uses.
 type tables struct {
@@ -171,6 +178,7 @@ func Open(dsn, tablePrefix string, opts Options) (*DB, error) {
 		prefix:      tablePrefix,
 		timeout:     opts.QueryTimeout,
 		signingKeys: newTTLCache[string, signingKey](signingKeyTTL, 10_000),
+		idUsers:     newTTLCache[int64, *User](idUserTTL, 10_000),
 		t: tables{
 			clients:  table(tablePrefix, tblClients),
 			scopes:   table(tablePrefix, tblScopes),

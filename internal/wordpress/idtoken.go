@@ -47,9 +47,15 @@ type idTokenClaims struct {
 // this one request and user; nothing is shared between requests. nonce,
 // when not empty, is the last claim, as the plugin puts it.
 func (d *DB) IDToken(ctx context.Context, issuer, clientID string, userID int64, issuedAt, expires time.Time, nonce string) (string, error) {
-	user, err := d.User(ctx, userID)
-	if err != nil {
-		return "", err
+	user, cached := d.idUsers.get(userID, time.Now())
+	if !cached {
+		var err error
+		if user, err = d.User(ctx, userID); err != nil {
+			return "", err
+		}
+		if user != nil {
+			d.idUsers.put(userID, user, time.Now())
+		}
 	}
 	if user == nil {
 		return "", fmt.Errorf("wordpress: id_token: user %d does not exist", userID)
