@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -118,16 +119,9 @@ func TestGenerator(t *testing.T) {
 
 	t.Run("alternating", func(t *testing.T) {
 		seen.reset()
-		bodies := make([][]byte, 5000)
-		for i := range bodies {
-			bodies[i] = fmt.Appendf(nil, "a%d", i)
-		}
+		bodies := numbered("a", 5000)
 		row := &stream{url: srv.URL, header: hdr, bodies: bodies}
-		refBodies := make([][]byte, 100000) // distinct, so that the log tells them apart
-		for i := range refBodies {
-			refBodies[i] = fmt.Appendf(nil, "ref%d", i)
-		}
-		ref := &stream{url: srv.URL, header: hdr, bodies: refBodies}
+		ref := &stream{url: srv.URL, header: hdr, bodies: numbered("ref", 100000)} // distinct, so that the log tells them apart
 		res, refRes, twinRes, err := g.runAlternating(context.Background(), row, ref, 0, 400*time.Millisecond, 4)
 		if err != nil {
 			t.Fatal(err)
@@ -201,6 +195,73 @@ func TestGenerator(t *testing.T) {
 		}
 	})
 
+	t.Run("each worker its own block", func(t *testing.T) {
+		seen.reset()
+		bodies := numbered("w", 402) // 4 blocks of 100; the last 2 are never sent
+		s := &stream{url: srv.URL, header: hdr, bodies: bodies, perWorker: true}
+		res, err := g.run(context.Background(), s, 0, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Exhausted || res.Attempted > 400 || res.OK+res.Errors > res.Attempted {
+			t.Fatalf("the blocks should run out: %+v", res)
+		}
+		if seen.dups() != 0 || seen.total() != res.Attempted || seen.has("w400") || seen.has("w401") {
+			t.Fatalf("server saw %d bodies (%d duplicates) of %d taken, or one outside the blocks", seen.total(), seen.dups(), res.Attempted)
+		}
+		// Worker w takes its block in order, whoever else runs.
+		s = &stream{bodies: bodies[:10], perWorker: true, sent: make([]int, 3)}
+		var got []int
+		for _, w := range []int{1, 0, 1, 2, 1, 1, 0, 0, 2, 2, 0, 2} {
+			if i, ok := s.next(w, 3); ok {
+				got = append(got, i)
+			}
+		}
+		if want := []int{3, 0, 4, 6, 5, 1, 2, 7, 8}; !slices.Equal(got, want) {
+			t.Errorf("indices %v, want %v (blocks 0-2, 3-5, 6-8; 9 left over)", got, want)
+		}
+		if s.taken() != 9 {
+			t.Errorf("taken %d, want 9", s.taken())
+		}
+	})
+
+	t.Run("refilled before each slice", func(t *testing.T) {
+		seen.reset()
+		row := &stream{url: srv.URL, header: hdr, perWorker: true}
+		var calls []string
+		row.beforeSlice = func(i int, prev *loadResult, warm, d time.Duration) error {
+			calls = append(calls, fmt.Sprintf("%d:%v:%v", i, prev != nil, d))
+			// Far fewer than a slice takes: the first slice (no warm-up)
+			// ends early, the others run out in their warm-up and are
+			// skipped, and the row goes on.
+			row.setBodies(numbered(fmt.Sprintf("s%d-", i), 40))
+			return nil
+		}
+		ref := &stream{url: srv.URL, header: hdr, bodies: numbered("ref", 100000)}
+		res, refRes, _, err := g.runAlternating(context.Background(), row, ref, 0, 400*time.Millisecond, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "0:false:100ms 1:true:100ms 2:true:100ms 3:true:100ms"; strings.Join(calls, " ") != want {
+			t.Errorf("beforeSlice calls %q, want %q", strings.Join(calls, " "), want)
+		}
+		if seen.dups() != 0 {
+			t.Fatalf("%d bodies sent twice", seen.dups())
+		}
+		for i := range 4 {
+			if !seen.has(fmt.Sprintf("s%d-0", i)) {
+				t.Errorf("slice %d sent none of its bodies", i)
+			}
+		}
+		if !res.Exhausted || res.OK == 0 || res.OK > 40 || res.Window >= 100*time.Millisecond || refRes.Window != 100*time.Millisecond {
+			t.Errorf("row %+v (the first slice ends when its bodies run out, the others are skipped), ceiling %+v", res, refRes)
+		}
+		row.beforeSlice = func(int, *loadResult, time.Duration, time.Duration) error { return fmt.Errorf("no codes") }
+		if _, _, _, err := g.runAlternating(context.Background(), row, ref, 0, 400*time.Millisecond, 4); err == nil || !strings.Contains(err.Error(), "no codes") {
+			t.Errorf("a failed refill: err = %v", err)
+		}
+	})
+
 	t.Run("warm-up eats the supply", func(t *testing.T) {
 		_, err := g.run(context.Background(), &stream{url: srv.URL, header: hdr, body: []byte("ok"), limit: 5}, time.Second, time.Second)
 		if err != errSupplyInWarmup {
@@ -219,6 +280,15 @@ func TestGenerator(t *testing.T) {
 			t.Fatal("the run did not stop with its context")
 		}
 	})
+}
+
+// numbered returns n bodies: prefix followed by 0 … n-1.
+func numbered(prefix string, n int) [][]byte {
+	bodies := make([][]byte, n)
+	for i := range bodies {
+		bodies[i] = fmt.Appendf(nil, "%s%d", prefix, i)
+	}
+	return bodies
 }
 
 // bodyLog records the bodies a test server saw.
@@ -248,8 +318,9 @@ func (l *bodyLog) reset() {
 	l.n, l.dup, l.seen = 0, 0, nil
 }
 
-func (l *bodyLog) total() int { l.mu.Lock(); defer l.mu.Unlock(); return l.n }
-func (l *bodyLog) dups() int  { l.mu.Lock(); defer l.mu.Unlock(); return l.dup }
+func (l *bodyLog) has(b string) bool { l.mu.Lock(); defer l.mu.Unlock(); return l.seen[b] }
+func (l *bodyLog) total() int        { l.mu.Lock(); defer l.mu.Unlock(); return l.n }
+func (l *bodyLog) dups() int         { l.mu.Lock(); defer l.mu.Unlock(); return l.dup }
 
 // TestCaddyfile checks the generated Caddyfile names what the run relies on.
 func TestCaddyfile(t *testing.T) {
