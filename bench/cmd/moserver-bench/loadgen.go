@@ -65,6 +65,8 @@ type stream struct {
 	// afterSlice, if set, is called by runAlternating right after each
 	// slice i of this stream, before the next stream's slice starts.
 	afterSlice func(i int)
+	// db marks the rows that use MariaDB: its CPU time is theirs.
+	db bool
 	// twin, if set, is the same requests sent to a site identical but for
 	// one thing (row 5: an empty Redis instead of the filled one);
 	// runAlternating measures it in turns with the stream.
@@ -138,6 +140,7 @@ type sample struct {
 // cpuSnap is the CPU time used so far by the processes a row watches.
 type cpuSnap struct {
 	caddy, redis, self time.Duration
+	db                 time.Duration // mariadbd, for the rows that use it
 	machine            time.Duration // busy time of all cores
 	at                 time.Time
 }
@@ -185,6 +188,7 @@ func (res *loadResult) add(r *loadResult) {
 		res.CPU1.caddy += d(r.CPU0.caddy, r.CPU1.caddy)
 		res.CPU1.redis += d(r.CPU0.redis, r.CPU1.redis)
 		res.CPU1.self += d(r.CPU0.self, r.CPU1.self)
+		res.CPU1.db += d(r.CPU0.db, r.CPU1.db)
 		res.CPU1.machine += d(r.CPU0.machine, r.CPU1.machine)
 		res.CPU1.at = res.CPU1.at.Add(r.CPU1.at.Sub(r.CPU0.at))
 		res.hasCPUSnaps = true
