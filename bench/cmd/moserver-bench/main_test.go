@@ -558,7 +558,7 @@ func TestEvaluateCodeRows(t *testing.T) {
 			"Caddy 1000 µs, MariaDB 1000 µs, Redis 200 µs, the load generator 300 µs: 2500 µs", "allow 800 times a second", "reached 0.62",
 			"3.0 statements, 900 rows read by table scans, 0.50 row-lock waits (2.0 ms waited), 1.50 fsyncs"},
 		{"0.80 × the RSA-signing bound", "target ≥ 0.80 × RSA bound (2000/s): yes", "2000 µs", "signature is 1000 µs of it (50%)", "at most 0.50 of the RSA bound"},
-		{"700 errors (700× HTTP 503 temporarily_unavailable)", "All 300000 codes were inserted before the row (in 4.0 s)", "32.0 exchanges/s, p50 30 ms (96 exchanges, 0 errors)"},
+		{"700 errors in the window (700× HTTP 503 temporarily_unavailable, warm-ups included)", "All 300000 codes were inserted before the row (in 4.0 s)", "32.0 exchanges/s, p50 30 ms (96 exchanges, 0 errors)"},
 	} {
 		for _, w := range want {
 			if !strings.Contains(lines[i], w) {
@@ -575,6 +575,16 @@ func TestEvaluateCodeRows(t *testing.T) {
 	}
 	if got := targetRPS(r, openid); got != 1600 {
 		t.Errorf("openid target tick at %v, want 1600", got)
+	}
+	// A row where every request failed is described too (not one that
+	// could not be measured at all).
+	prefilled.OK, prefilled.RPS, prefilled.Failed, prefilled.CaddyCPUUs, prefilled.DBCPUUs = 0, 0, "no successful response", 600, 10000
+	openid.Failed, openid.OK, openid.Errors = "no WordPress database", 0, 0
+	r.evaluate()
+	lines = r.codeBounds()
+	if len(lines) != 2 || !strings.HasPrefix(lines[1], "**authorization_code, 300k codes**: no exchange succeeded, 700 errors") ||
+		!strings.Contains(lines[1], "CPU per request: Caddy 600 µs, MariaDB 10000 µs") || strings.Contains(lines[1], "times a second") {
+		t.Errorf("codeBounds with a row without successes and one not measured:\n%s", strings.Join(lines, "\n"))
 	}
 }
 

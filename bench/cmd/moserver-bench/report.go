@@ -613,15 +613,18 @@ func (r *Report) fillReference(key string) *Row {
 // signature's share; for the pre-filled row its one-client run.
 func (r *Report) codeBounds() []string {
 	var out []string
-	for _, key := range []string{codeKey, openIDKey, prefilledKey} {
-		x := r.row(key)
-		if x == nil {
-			continue
+	for _, x := range r.Rows {
+		if x.Key != codeKey && x.Key != openIDKey && x.Key != prefilledKey || x.Failed != "" && x.OK+x.Errors == 0 {
+			continue // not measured (a row without one success was)
 		}
 		var l strings.Builder
-		fmt.Fprintf(&l, "**%s**: %.0f exchanges/s, p50 %.0f ms, p99 %.0f ms", x.Name, x.RPS, x.P50Ms, x.P99Ms)
+		if x.RPS == 0 {
+			fmt.Fprintf(&l, "**%s**: no exchange succeeded", x.Name)
+		} else {
+			fmt.Fprintf(&l, "**%s**: %.0f exchanges/s, p50 %.0f ms, p99 %.0f ms", x.Name, x.RPS, x.P50Ms, x.P99Ms)
+		}
 		if x.Errors > 0 {
-			fmt.Fprintf(&l, ", %d errors (%s)", x.Errors, strings.Join(x.ErrorKinds, "; "))
+			fmt.Fprintf(&l, ", %d errors in the window (%s, warm-ups included)", x.Errors, strings.Join(x.ErrorKinds, "; "))
 		}
 		switch {
 		case x.VsRSA > 0:
@@ -642,7 +645,7 @@ func (r *Report) codeBounds() []string {
 		} else if c != nil {
 			fmt.Fprintf(&l, "%d codes were inserted for its slices; the table held at most %d at the start of one. ", c.Inserted, c.LargestTable)
 		}
-		if cpu := x.cpuUs(); cpu > 0 && r.Cores > 0 {
+		if cpu := x.cpuUs(); cpu > 0 && r.Cores > 0 && x.RPS > 0 {
 			allow := float64(r.Cores) * 1e6 / cpu
 			fmt.Fprintf(&l, "CPU per exchange: Caddy %.0f µs, MariaDB %.0f µs, Redis %.0f µs, the load generator %.0f µs: %.0f µs, which the %d cores "+
 				"allow %.0f times a second; the row reached %.2f of that while other processes used %.0f%% of the cores",
@@ -652,9 +655,12 @@ func (r *Report) codeBounds() []string {
 					bound.CPUPerSignUs, 100*bound.CPUPerSignUs/cpu, bound.CPUPerSignUs/cpu)
 			}
 			l.WriteString(". ")
+		} else if cpu > 0 {
+			fmt.Fprintf(&l, "CPU per request: Caddy %.0f µs, MariaDB %.0f µs, Redis %.0f µs, the load generator %.0f µs, while other processes used %.0f%% of the cores. ",
+				x.CaddyCPUUs, x.DBCPUUs, x.RedisCPUUs, x.GenCPUUs, x.OtherCPUPct)
 		}
 		if d := x.DB; len(d) > 0 {
-			fmt.Fprintf(&l, "MariaDB per exchange (server-wide counters, warm-ups included): %.1f statements, %.0f rows read by table scans, %.2f row-lock waits (%.1f ms waited), %.2f fsyncs.",
+			fmt.Fprintf(&l, "MariaDB per request (server-wide counters, warm-ups included): %.1f statements, %.0f rows read by table scans, %.2f row-lock waits (%.1f ms waited), %.2f fsyncs.",
 				d["Questions"], d["Handler_read_rnd_next"], d["Innodb_row_lock_waits"], d["Innodb_row_lock_time"], d["Innodb_data_fsyncs"])
 		}
 		out = append(out, strings.TrimSpace(l.String()))
