@@ -18,6 +18,7 @@ var (
 	colCeiling = color.RGBA{R: 150, G: 150, B: 150, A: 255}
 	colCC      = color.RGBA{R: 52, G: 101, B: 164, A: 255}
 	colRedis   = color.RGBA{R: 204, G: 102, B: 0, A: 255}
+	colDB      = color.RGBA{R: 60, G: 140, B: 70, A: 255}
 	colTarget  = color.RGBA{R: 200, G: 30, B: 30, A: 255}
 )
 
@@ -26,15 +27,18 @@ var colorLegend = map[color.Color]string{
 	colCeiling: "Caddy static respond",
 	colCC:      "client_credentials (no refresh token)",
 	colRedis:   "writes refresh-token state to Redis",
+	colDB:      "authorization_code: the plugin's tables in MariaDB",
 }
 
 // barColor picks a bar's colour: grey for the ceiling, orange for rows that
-// write refresh-token state to Redis, blue for the client_credentials rows
-// without refresh tokens.
+// write refresh-token state to Redis, green for the authorization_code
+// rows, blue for the client_credentials rows without refresh tokens.
 func barColor(key string) color.Color {
 	switch {
 	case strings.HasPrefix(key, "ceiling"):
 		return colCeiling
+	case strings.HasPrefix(key, codeKey):
+		return colDB
 	case key == "refresh" || key == "revoke" || strings.HasPrefix(key, "es256rt"):
 		return colRedis
 	default:
@@ -99,7 +103,7 @@ func writeChart(r *Report, dir string) ([]string, error) {
 			tick.LineStyle.Width = vg.Points(2)
 			p.Add(tick)
 			if i == firstTargetIndex(r) {
-				p.Legend.Add("target of issue 5", tick)
+				p.Legend.Add("target", tick)
 			}
 		}
 		i++
@@ -158,9 +162,9 @@ func targetRPS(r *Report, x *Row) float64 {
 		return t * x.LocalCeilingRPS
 	}
 	switch {
-	case x.Key == "rs256":
-		if r.RSA != nil {
-			return rsaTarget * r.RSA.PerSecond
+	case rsaTargets[x.Key] > 0:
+		if bound := r.rsaBoundOf(x); bound != nil {
+			return rsaTargets[x.Key] * bound.PerSecond
 		}
 	case isFillRow(x.Key):
 		if x.TwinAlongsideRPS > 0 {

@@ -28,6 +28,13 @@ type stream struct {
 	// bodies, when non-nil, makes request i send bodies[i]; the row ends
 	// early when they run out (each body is sent at most once).
 	bodies [][]byte
+	// perWorker, with bodies, hands each worker its own contiguous block of
+	// them (worker w of n sends bodies[w·B], bodies[w·B+1], … with B =
+	// len(bodies)/n) instead of the next body any worker has not sent: the
+	// codes of an authorization_code row, spread over the table the way
+	// concurrent users' codes are. The window ends when the first worker
+	// has sent its block.
+	perWorker bool
 	// limit, when > 0 and bodies is nil, caps the number of requests.
 	limit int
 	// onOK, if set, is called from the worker goroutines with the index and
@@ -37,6 +44,17 @@ type stream struct {
 	// cursor counts the requests started over all runs of the stream, so
 	// that runs in slices (runAlternating) go on through bodies.
 	cursor atomic.Int64
+	// sent is, with perWorker, how many bodies of its block each worker
+	// has sent over all runs of the stream (indexed by worker; a run's
+	// workers use it one at a time).
+	sent []int
+	// beforeSlice, if set, is called by runAlternating before each slice i
+	// of this stream (before its warm-up of length warm and its window of
+	// length d) with the result of the slice before (nil for the first);
+	// it may give the stream new bodies (setBodies). An error ends the
+	// row. A stream refilled this way does not end the row when its
+	// supply runs out in a slice: that slice's window ends there.
+	beforeSlice func(i int, prev *loadResult, warm, d time.Duration) error
 	// tr, when set, is the transport every run uses (its keep-alive
 	// connections outlive a run); otherwise each run has its own.
 	tr *http.Transport
@@ -47,6 +65,8 @@ type stream struct {
 	// afterSlice, if set, is called by runAlternating right after each
 	// slice i of this stream, before the next stream's slice starts.
 	afterSlice func(i int)
+	// db marks the rows that use MariaDB: its CPU time is theirs.
+	db bool
 	// twin, if set, is the same requests sent to a site identical but for
 	// one thing (row 5: an empty Redis instead of the filled one);
 	// runAlternating measures it in turns with the stream.
@@ -59,6 +79,48 @@ func (s *stream) supply() int {
 		return len(s.bodies)
 	}
 	return s.limit
+}
+
+// setBodies gives the stream new bodies, sent from the first on (each
+// worker from the start of its block, with perWorker).
+func (s *stream) setBodies(bodies [][]byte) {
+	s.bodies = bodies
+	s.cursor.Store(0)
+	s.sent = nil
+}
+
+// next returns the index of the body worker w of n sends next, and false
+// when the supply has run out for it. With perWorker, s.sent must have n
+// entries (run sees to it).
+func (s *stream) next(w, n int) (int, bool) {
+	supply := s.supply()
+	if s.perWorker && s.bodies != nil {
+		block := supply / n
+		if s.sent[w] >= block {
+			return 0, false
+		}
+		i := w*block + s.sent[w]
+		s.sent[w]++
+		return i, true
+	}
+	i := int(s.cursor.Add(1) - 1)
+	return i, supply == 0 || i < supply
+}
+
+// taken is how many bodies the stream's runs have taken so far (capped by
+// the supply).
+func (s *stream) taken() int {
+	if s.perWorker && s.bodies != nil {
+		n := 0
+		for _, k := range s.sent {
+			n += k
+		}
+		return n
+	}
+	if supply := s.supply(); supply > 0 {
+		return min(int(s.cursor.Load()), supply)
+	}
+	return int(s.cursor.Load())
 }
 
 func (s *stream) bodyFor(i int) []byte {
@@ -78,6 +140,7 @@ type sample struct {
 // cpuSnap is the CPU time used so far by the processes a row watches.
 type cpuSnap struct {
 	caddy, redis, self time.Duration
+	db                 time.Duration // mariadbd, for the rows that use it
 	machine            time.Duration // busy time of all cores
 	at                 time.Time
 }
@@ -89,6 +152,7 @@ type loadResult struct {
 	Window    time.Duration // length of the measurement window
 	Attempted int           // requests started overall (warm-up included)
 	Exhausted bool          // the stream's supply ran out before the deadline
+	Took      time.Duration // the run's wall-clock time, warm-up included, to its last answer
 	RPS       float64       // OK / Window
 	P50, P90  time.Duration // over the 2xx responses of the window
 	P99, Max  time.Duration
@@ -110,6 +174,7 @@ func (res *loadResult) add(r *loadResult) {
 	res.Errors += r.Errors
 	res.Window += r.Window
 	res.Attempted += r.Attempted
+	res.Took += r.Took
 	res.Exhausted = res.Exhausted || r.Exhausted
 	res.WarmErrors += r.WarmErrors
 	if res.ErrorKinds == nil {
@@ -123,6 +188,7 @@ func (res *loadResult) add(r *loadResult) {
 		res.CPU1.caddy += d(r.CPU0.caddy, r.CPU1.caddy)
 		res.CPU1.redis += d(r.CPU0.redis, r.CPU1.redis)
 		res.CPU1.self += d(r.CPU0.self, r.CPU1.self)
+		res.CPU1.db += d(r.CPU0.db, r.CPU1.db)
 		res.CPU1.machine += d(r.CPU0.machine, r.CPU1.machine)
 		res.CPU1.at = res.CPU1.at.Add(r.CPU1.at.Sub(r.CPU0.at))
 		res.hasCPUSnaps = true
@@ -188,8 +254,10 @@ func (g *generator) run(ctx context.Context, s *stream, warm, dur time.Duration)
 		defer tr.CloseIdleConnections()
 	}
 
-	supply := s.supply()
-	cursor0 := s.cursor.Load()
+	if s.perWorker && len(s.sent) != g.concurrency {
+		s.sent = make([]int, g.concurrency)
+	}
+	taken0 := s.taken()
 	start := time.Now()
 	measureAt := warm
 	deadline := warm + dur
@@ -197,6 +265,7 @@ func (g *generator) run(ctx context.Context, s *stream, warm, dur time.Duration)
 	var (
 		exhaustedAt atomic.Int64 // since start, 0 if never
 		exhausted   = make(chan struct{})
+		stop        atomic.Bool // the supply ran out: no worker starts another request
 		exhaustOnce sync.Once
 		mu          sync.Mutex
 		kinds       = map[string]int{}
@@ -206,6 +275,7 @@ func (g *generator) run(ctx context.Context, s *stream, warm, dur time.Duration)
 	markExhausted := func() {
 		exhaustOnce.Do(func() {
 			exhaustedAt.Store(int64(time.Since(start)))
+			stop.Store(true)
 			close(exhausted)
 		})
 	}
@@ -244,9 +314,9 @@ func (g *generator) run(ctx context.Context, s *stream, warm, dur time.Duration)
 			samples := make([]sample, 0, 4096)
 			var buf bytes.Buffer
 			buf.Grow(4 << 10)
-			for ctx.Err() == nil && time.Since(start) < deadline {
-				i := int(s.cursor.Add(1) - 1)
-				if supply > 0 && i >= supply {
+			for ctx.Err() == nil && !stop.Load() && time.Since(start) < deadline {
+				i, ok := s.next(w, g.concurrency)
+				if !ok {
 					markExhausted()
 					break
 				}
@@ -296,6 +366,7 @@ func (g *generator) run(ctx context.Context, s *stream, warm, dur time.Duration)
 		}()
 	}
 	wg.Wait()
+	res.Took = time.Since(start)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -306,11 +377,7 @@ func (g *generator) run(ctx context.Context, s *stream, warm, dur time.Duration)
 		res.Exhausted = true
 		windowEnd = at
 	}
-	if supply > 0 {
-		res.Attempted = min(int(s.cursor.Load()), supply) - int(min(cursor0, int64(supply)))
-	} else {
-		res.Attempted = int(s.cursor.Load() - cursor0)
-	}
+	res.Attempted = s.taken() - taken0
 	if windowEnd <= measureAt {
 		return res, errSupplyInWarmup
 	}
@@ -350,7 +417,9 @@ func (g *generator) run(ctx context.Context, s *stream, warm, dur time.Duration)
 // turns first and second, before ref's. The first slice of each is
 // preceded by warm, the others by sliceWarm; each stream keeps its
 // keep-alive connections across its slices. It stops early when row's
-// supply runs out (after one more ref slice). The results are each
+// supply runs out (after one more ref slice), unless row.beforeSlice
+// refills it before each slice (a slice whose refill does not outlast its
+// warm-up is skipped). The results are each
 // stream's slices merged (see loadResult.add); twinRes is nil without a
 // twin.
 func (g *generator) runAlternating(ctx context.Context, row, ref *stream, warm, dur time.Duration, n int) (rowRes, refRes, twinRes *loadResult, err error) {
@@ -368,6 +437,7 @@ func (g *generator) runAlternating(ctx context.Context, row, ref *stream, warm, 
 	}
 	slice := dur / time.Duration(n)
 	rowRes, refRes = &loadResult{}, &loadResult{}
+	var prev *loadResult
 	runTwin := func(w time.Duration) error {
 		if row.twin == nil {
 			return nil
@@ -390,14 +460,26 @@ func (g *generator) runAlternating(ctx context.Context, row, ref *stream, warm, 
 				return nil, nil, nil, err
 			}
 		}
+		if row.beforeSlice != nil {
+			if err := row.beforeSlice(i, prev, w, slice); err != nil {
+				return nil, nil, nil, fmt.Errorf("before slice %d: %w", i, err)
+			}
+		}
 		done := func() {}
 		if row.onSlice != nil {
 			done = row.onSlice(i, w, slice)
 		}
 		r, err := g.run(ctx, row, w, slice)
 		done()
+		prev = r
 		if row.afterSlice != nil && ctx.Err() == nil {
 			row.afterSlice(i)
+		}
+		if errors.Is(err, errSupplyInWarmup) && row.beforeSlice != nil {
+			// Refilled too little for the warm-up: this slice measured
+			// nothing; the next one is refilled knowing the rate.
+			rowRes.Exhausted = true
+			continue
 		}
 		if errors.Is(err, errSupplyInWarmup) && i > 0 {
 			rowRes.Exhausted = true
@@ -417,7 +499,7 @@ func (g *generator) runAlternating(ctx context.Context, row, ref *stream, warm, 
 			return nil, nil, nil, fmt.Errorf("reference slice: %w", err)
 		}
 		refRes.add(c)
-		if r.Exhausted {
+		if r.Exhausted && row.beforeSlice == nil {
 			break
 		}
 	}

@@ -3,9 +3,14 @@
 //
 //   - starts a private redis-server (no persistence) and the built Caddy
 //     (./caddy) with a generated Caddyfile: a ceiling site answering a static
-//     token-sized JSON body with `respond`, and one moserver site per signing
+//     token-sized JSON body with `respond`, one moserver site per signing
 //     algorithm (ES256, EdDSA, HS256, RS256, keys made with the module's own
-//     tokens.GenerateKey), each with `storage redis`;
+//     tokens.GenerateKey), each with `storage redis`, and a WordPress site
+//     (`wordpress "<dsn>"`) on a database it creates on the machine's
+//     MariaDB (MYSQL_DSN, or root@tcp(127.0.0.1:3306)/ as the tests) with
+//     the plugin's tables (package wpfixture, as the tests create them),
+//     one client, one user and the client's RSA-2048 key, dropped at the
+//     end;
 //   - drives every row with its own Go load generator: a fixed number of
 //     keep-alive HTTP/1.1 workers (closed loop), a warm-up, then a measured
 //     window, recording every latency;
@@ -15,7 +20,15 @@
 //     revocation (each token revoked once); client_credentials on a site
 //     whose Redis (a redis-server of its own) holds 1,000,000 live refresh
 //     families, measured in alternation with its twin, the same site on an
-//     empty redis-server; and the ceiling again at the end;
+//     empty redis-server; the exchange of the plugin's authorization codes
+//     without openid and with it (an RS256 id_token per request, against
+//     the RSA-signing bound measured with the client's key), each request
+//     redeeming a fresh code of the worker's own, inserted right before
+//     each slice (twice what the slice needs at the last slice's rate: the
+//     table holds a few seconds of codes, as a live site's), and without
+//     openid from a table pre-filled with BENCH_CODES codes (one client at
+//     a time first, then the usual workers); and the ceiling again at the
+//     end;
 //   - measures the RSA-signing bound (cores ÷ the CPU time of one RSA-2048
 //     PKCS#1 v1.5 SHA-256 signature, with the RS256 site's key) and, with
 //     `go test -bench`, the allocations of the core client_credentials path;
@@ -33,8 +46,10 @@
 // Run it through `./xcaddy.sh bench`, which builds ./caddy first. Knobs (all
 // optional, environment): BENCH_DURATION (measured time per row, default
 // 10s), BENCH_WARMUP (2s), BENCH_CONCURRENCY (64), BENCH_FAMILIES
-// (1000000), BENCH_TOKENS (refresh tokens to pre-issue; default estimated
-// from the measured rates), BENCH_CORE=0 (skip the go test benchmark),
+// (1000000), BENCH_CODES (codes in the table of the pre-filled
+// authorization_code row, 300000; 0 skips the row), BENCH_TOKENS (refresh
+// tokens to pre-issue; default estimated from the measured rates),
+// BENCH_CORE=0 (skip the go test benchmark),
 // BENCH_KEEP=1 (keep the temporary directory with the Caddyfile, keys and
 // logs), BENCH_PROFILE=<dir> (CPU profiles of Caddy and of the generator
 // for `go tool pprof`: over the window of a ceiling row, <dir>/<row>.pprof;
@@ -65,6 +80,7 @@ type config struct {
 	duration    time.Duration
 	concurrency int
 	families    int
+	codes       int // BENCH_CODES: codes in the table of the pre-filled authorization_code row; 0 skips it
 	tokens      int // 0: estimate
 	coreBench   bool
 	keep        bool
@@ -79,6 +95,7 @@ func loadConfig(args []string) (config, error) {
 		duration:    10 * time.Second,
 		concurrency: 64,
 		families:    1_000_000,
+		codes:       300_000,
 		coreBench:   true,
 	}
 	fs := flag.NewFlagSet("moserver-bench", flag.ContinueOnError)
@@ -102,6 +119,9 @@ func loadConfig(args []string) (config, error) {
 	if cfg.families, err = loadtest.EnvInt("BENCH_FAMILIES", cfg.families); err != nil {
 		return cfg, err
 	}
+	if cfg.codes, err = loadtest.EnvInt("BENCH_CODES", cfg.codes); err != nil {
+		return cfg, err
+	}
 	if cfg.tokens, err = loadtest.EnvInt("BENCH_TOKENS", 0); err != nil {
 		return cfg, err
 	}
@@ -123,6 +143,8 @@ func loadConfig(args []string) (config, error) {
 		return cfg, errors.New("BENCH_CONCURRENCY must be in 1..4096")
 	case cfg.families < 0:
 		return cfg, errors.New("BENCH_FAMILIES must be ≥ 0")
+	case cfg.codes < 0:
+		return cfg, errors.New("BENCH_CODES must be ≥ 0")
 	}
 	for _, p := range []*string{&cfg.caddyBin, &cfg.outDir, &cfg.repo} {
 		if *p, err = filepath.Abs(*p); err != nil {

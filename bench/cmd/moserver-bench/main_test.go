@@ -2,6 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"math"
@@ -9,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -118,16 +124,9 @@ func TestGenerator(t *testing.T) {
 
 	t.Run("alternating", func(t *testing.T) {
 		seen.reset()
-		bodies := make([][]byte, 5000)
-		for i := range bodies {
-			bodies[i] = fmt.Appendf(nil, "a%d", i)
-		}
+		bodies := numbered("a", 5000)
 		row := &stream{url: srv.URL, header: hdr, bodies: bodies}
-		refBodies := make([][]byte, 100000) // distinct, so that the log tells them apart
-		for i := range refBodies {
-			refBodies[i] = fmt.Appendf(nil, "ref%d", i)
-		}
-		ref := &stream{url: srv.URL, header: hdr, bodies: refBodies}
+		ref := &stream{url: srv.URL, header: hdr, bodies: numbered("ref", 100000)} // distinct, so that the log tells them apart
 		res, refRes, twinRes, err := g.runAlternating(context.Background(), row, ref, 0, 400*time.Millisecond, 4)
 		if err != nil {
 			t.Fatal(err)
@@ -201,6 +200,79 @@ func TestGenerator(t *testing.T) {
 		}
 	})
 
+	t.Run("each worker its own block", func(t *testing.T) {
+		seen.reset()
+		bodies := numbered("w", 402) // 4 blocks of 100; the last 2 are never sent
+		s := &stream{url: srv.URL, header: hdr, bodies: bodies, perWorker: true}
+		res, err := g.run(context.Background(), s, 0, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Exhausted || res.Attempted > 400 || res.OK+res.Errors > res.Attempted {
+			t.Fatalf("the blocks should run out: %+v", res)
+		}
+		if seen.dups() != 0 || seen.total() != res.Attempted || seen.has("w400") || seen.has("w401") {
+			t.Fatalf("server saw %d bodies (%d duplicates) of %d taken, or one outside the blocks", seen.total(), seen.dups(), res.Attempted)
+		}
+		// Worker w takes its block in order, whoever else runs.
+		s = &stream{bodies: bodies[:10], perWorker: true, sent: make([]int, 3)}
+		var got []int
+		for _, w := range []int{1, 0, 1, 2, 1, 1, 0, 0, 2, 2, 0, 2} {
+			if i, ok := s.next(w, 3); ok {
+				got = append(got, i)
+			}
+		}
+		if want := []int{3, 0, 4, 6, 5, 1, 2, 7, 8}; !slices.Equal(got, want) {
+			t.Errorf("indices %v, want %v (blocks 0-2, 3-5, 6-8; 9 left over)", got, want)
+		}
+		if s.taken() != 9 {
+			t.Errorf("taken %d, want 9", s.taken())
+		}
+	})
+
+	t.Run("refilled before each slice", func(t *testing.T) {
+		seen.reset()
+		row := &stream{url: srv.URL, header: hdr, perWorker: true}
+		var calls []string
+		row.beforeSlice = func(i int, prev *loadResult, warm, d time.Duration) error {
+			calls = append(calls, fmt.Sprintf("%d:%v:%v", i, prev != nil, d))
+			// Far fewer than a slice takes: the first slice (no warm-up)
+			// ends early, the others run out in their warm-up and are
+			// skipped, and the row goes on.
+			row.setBodies(numbered(fmt.Sprintf("s%d-", i), 40))
+			return nil
+		}
+		ref := &stream{url: srv.URL, header: hdr, bodies: numbered("ref", 100000)}
+		res, refRes, _, err := g.runAlternating(context.Background(), row, ref, 0, 400*time.Millisecond, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "0:false:100ms 1:true:100ms 2:true:100ms 3:true:100ms"; strings.Join(calls, " ") != want {
+			t.Errorf("beforeSlice calls %q, want %q", strings.Join(calls, " "), want)
+		}
+		if seen.dups() != 0 {
+			t.Fatalf("%d bodies sent twice", seen.dups())
+		}
+		for i := range 4 {
+			// Which of its bodies depends on the workers' start: the
+			// first to run out of its block stops the others.
+			sent := false
+			for k := range 40 {
+				sent = sent || seen.has(fmt.Sprintf("s%d-%d", i, k))
+			}
+			if !sent {
+				t.Errorf("slice %d sent none of its bodies", i)
+			}
+		}
+		if !res.Exhausted || res.OK == 0 || res.OK > 40 || res.Window >= 100*time.Millisecond || refRes.Window != 100*time.Millisecond {
+			t.Errorf("row %+v (the first slice ends when its bodies run out, the others are skipped), ceiling %+v", res, refRes)
+		}
+		row.beforeSlice = func(int, *loadResult, time.Duration, time.Duration) error { return fmt.Errorf("no codes") }
+		if _, _, _, err := g.runAlternating(context.Background(), row, ref, 0, 400*time.Millisecond, 4); err == nil || !strings.Contains(err.Error(), "no codes") {
+			t.Errorf("a failed refill: err = %v", err)
+		}
+	})
+
 	t.Run("warm-up eats the supply", func(t *testing.T) {
 		_, err := g.run(context.Background(), &stream{url: srv.URL, header: hdr, body: []byte("ok"), limit: 5}, time.Second, time.Second)
 		if err != errSupplyInWarmup {
@@ -219,6 +291,15 @@ func TestGenerator(t *testing.T) {
 			t.Fatal("the run did not stop with its context")
 		}
 	})
+}
+
+// numbered returns n bodies: prefix followed by 0 … n-1.
+func numbered(prefix string, n int) [][]byte {
+	bodies := make([][]byte, n)
+	for i := range bodies {
+		bodies[i] = fmt.Appendf(nil, "%s%d", prefix, i)
+	}
+	return bodies
 }
 
 // bodyLog records the bodies a test server saw.
@@ -248,8 +329,9 @@ func (l *bodyLog) reset() {
 	l.n, l.dup, l.seen = 0, 0, nil
 }
 
-func (l *bodyLog) total() int { l.mu.Lock(); defer l.mu.Unlock(); return l.n }
-func (l *bodyLog) dups() int  { l.mu.Lock(); defer l.mu.Unlock(); return l.dup }
+func (l *bodyLog) has(b string) bool { l.mu.Lock(); defer l.mu.Unlock(); return l.seen[b] }
+func (l *bodyLog) total() int        { l.mu.Lock(); defer l.mu.Unlock(); return l.n }
+func (l *bodyLog) dups() int         { l.mu.Lock(); defer l.mu.Unlock(); return l.dup }
 
 // TestCaddyfile checks the generated Caddyfile names what the run relies on.
 func TestCaddyfile(t *testing.T) {
@@ -412,5 +494,161 @@ func TestDoublingNote(t *testing.T) {
 	}
 	if n := doublingNote("r", 100, 4096); !strings.Contains(n, "past 2^7 = 128") {
 		t.Errorf("several crossed, the first named: %q", n)
+	}
+}
+
+// TestEvaluateCodeRows: the authorization_code rows are extra, with targets
+// of their own (0.05 × the ceiling alongside; 0.80 × their own RSA bound
+// with openid), no p99 check, and a description of what bounds them.
+func TestEvaluateCodeRows(t *testing.T) {
+	r := &Report{Cores: 2}
+	r.RSA = &rsaBound{PerSecond: 1000} // RS256's, not the openid row's
+	code := &Row{Key: codeKey, Name: "authorization_code", Extra: true, RPS: 600, P99Ms: 400, CeilingAlongsideRPS: 10000,
+		CaddyCPUUs: 1000, DBCPUUs: 1000, RedisCPUUs: 200, GenCPUUs: 300,
+		DB:    map[string]float64{"Questions": 3, "Handler_read_rnd_next": 900, "Innodb_row_lock_waits": 0.5, "Innodb_row_lock_time": 2, "Innodb_data_fsyncs": 1.5},
+		Codes: &codeSupply{Inserted: 12000, LargestTable: 1800}}
+	openid := &Row{Key: openIDKey, Name: "authorization_code openid", Extra: true, RPS: 900, P99Ms: 800, CeilingAlongsideRPS: 10000,
+		CaddyCPUUs: 1500, DBCPUUs: 500, RSA: &rsaBound{PerSecond: 2000, CPUPerSignUs: 1000}}
+	prefilled := &Row{Key: prefilledKey, Name: "authorization_code, 300k codes", Extra: true, RPS: 0.5, Errors: 700, CeilingAlongsideRPS: 10000,
+		ErrorKinds: []string{"700× HTTP 503 temporarily_unavailable"}, Codes: &codeSupply{Inserted: 300000, LargestTable: 300000, Prefilled: true, FillSeconds: 4},
+		OneClient: &oneClient{RPS: 32, P50Ms: 30, OK: 96}}
+	r.Rows = []*Row{{Key: "ceiling", RPS: 10000, P99Ms: 10}, code, openid, prefilled}
+	r.evaluate()
+
+	if code.Target == nil || !code.Target.Met || math.Abs(code.Target.Value-0.06) > 1e-9 || !strings.Contains(code.Target.Target, "0.05 × ceiling") {
+		t.Errorf("authcode at 0.06 of its ceiling: %+v", code.Target)
+	}
+	code.RPS = 500
+	r.evaluate()
+	if !code.Target.Met {
+		t.Errorf("0.05 of the ceiling is not ≥ 0.05: %+v", code.Target)
+	}
+	code.RPS = 499
+	r.evaluate()
+	if code.Target.Met {
+		t.Errorf("0.0499 of the ceiling met the target: %+v", code.Target)
+	}
+	if openid.VsRSA != 0.45 || openid.Target == nil || openid.Target.Met || !strings.Contains(openid.Target.Target, "0.80 × RSA bound (2000/s)") {
+		t.Errorf("openid against its own bound: ratio %v, %+v", openid.VsRSA, openid.Target)
+	}
+	openid.RPS = 1600
+	r.evaluate()
+	if !openid.Target.Met {
+		t.Errorf("openid at 0.80 of its bound: %+v", openid.Target)
+	}
+	for _, x := range []*Row{code, openid, prefilled} {
+		if x.P99 != nil {
+			t.Errorf("%s has a p99 check: %+v", x.Key, x.P99)
+		}
+		if x.Target != nil && !x.Target.Extra {
+			t.Errorf("%s: its target counts among issue 5's", x.Key)
+		}
+	}
+	if prefilled.Target != nil {
+		t.Errorf("the pre-filled row has a target: %+v", prefilled.Target)
+	}
+	if met, total := r.met(); total != 0 || met != 0 {
+		t.Errorf("issue 5's targets: %d of %d, want none", met, total)
+	}
+	// The MariaDB column counts in the CPU cost.
+	if got := code.cpuUs(); got != 2500 {
+		t.Errorf("cpuUs %v, want 2500", got)
+	}
+
+	lines := r.codeBounds()
+	if len(lines) != 3 {
+		t.Fatalf("codeBounds: %d lines, want 3:\n%s", len(lines), strings.Join(lines, "\n"))
+	}
+	for i, want := range [][]string{
+		{"499 exchanges/s", "0.05 × the ceiling alongside", "target ≥ 0.05 × ceiling: no", "12000 codes", "at most 1800",
+			"Caddy 1000 µs, MariaDB 1000 µs, Redis 200 µs, the load generator 300 µs: 2500 µs", "allow 800 times a second", "reached 0.62",
+			"3.0 statements, 900 rows read by table scans, 0.50 row-lock waits (2.0 ms waited), 1.50 fsyncs"},
+		{"0.80 × the RSA-signing bound", "target ≥ 0.80 × RSA bound (2000/s): yes", "2000 µs", "signature is 1000 µs of it (50%)", "at most 0.50 of the RSA bound"},
+		{"700 errors in the window (700× HTTP 503 temporarily_unavailable, warm-ups included)", "All 300000 codes were inserted before the row (in 4.0 s)", "32.0 exchanges/s, p50 30 ms (96 exchanges, 0 errors)"},
+	} {
+		for _, w := range want {
+			if !strings.Contains(lines[i], w) {
+				t.Errorf("line %d lacks %q:\n%s", i, w, lines[i])
+			}
+		}
+	}
+	if md := r.markdown(""); !strings.Contains(md, "## The authorization_code exchange") || !strings.Contains(md, lines[0]) {
+		t.Errorf("results.md lacks the authorization_code section")
+	}
+	// The chart's target ticks: the ceiling's share, and the row's own bound.
+	if got := targetRPS(r, code); got != 500 {
+		t.Errorf("authcode target tick at %v, want 500", got)
+	}
+	if got := targetRPS(r, openid); got != 1600 {
+		t.Errorf("openid target tick at %v, want 1600", got)
+	}
+	// A row where every request failed is described too (not one that
+	// could not be measured at all).
+	prefilled.OK, prefilled.RPS, prefilled.Failed, prefilled.CaddyCPUUs, prefilled.DBCPUUs = 0, 0, "no successful response", 600, 10000
+	openid.Failed, openid.OK, openid.Errors = "no WordPress database", 0, 0
+	r.evaluate()
+	lines = r.codeBounds()
+	if len(lines) != 2 || !strings.HasPrefix(lines[1], "**authorization_code, 300k codes**: no exchange succeeded, 700 errors") ||
+		!strings.Contains(lines[1], "CPU per request: Caddy 600 µs, MariaDB 10000 µs") || strings.Contains(lines[1], "times a second") {
+		t.Errorf("codeBounds with a row without successes and one not measured:\n%s", strings.Join(lines, "\n"))
+	}
+}
+
+// TestCodeSupply checks the sizing of a slice's codes, the counters per
+// request, the exchange's form and the id_token check.
+func TestCodeSupply(t *testing.T) {
+	for _, c := range []struct {
+		rate    float64
+		span    time.Duration
+		workers int
+		want    int
+	}{
+		{1000, 1250 * time.Millisecond, 64, 2560}, // 2 × 1250 = 2500, rounded up to 64 blocks of 40
+		{500, 3 * time.Second, 64, 3008},          // 3000 → 47 each
+		{1, time.Second, 64, 1024},                // at least 16 each
+		{0, time.Second, 4, 64},
+	} {
+		if got := codesFor(c.rate, c.span, c.workers); got != c.want || got%c.workers != 0 {
+			t.Errorf("codesFor(%v, %v, %d) = %d, want %d", c.rate, c.span, c.workers, got, c.want)
+		}
+	}
+	got := perRequest(map[string]float64{"a": 10, "b": 5}, map[string]float64{"a": 40, "b": 5, "c": 7}, 10)
+	if len(got) != 2 || got["a"] != 3 || got["b"] != 0 {
+		t.Errorf("perRequest = %v", got)
+	}
+	if perRequest(nil, map[string]float64{"a": 1}, 1) != nil || perRequest(map[string]float64{}, map[string]float64{}, 0) != nil {
+		t.Error("perRequest without counters or requests should be nil")
+	}
+	code := newCode()
+	if len(code) != 40 || strings.Trim(code, "0123456789abcdef") != "" || newCode() == code {
+		t.Errorf("code %q: want 40 fresh hex characters", code)
+	}
+	if got, want := string(exchangeBody(code)), "grant_type=authorization_code&code="+code+"&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcallback"; got != want {
+		t.Errorf("exchange body %q, want %q", got, want)
+	}
+
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	input := "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0"
+	sum := sha256.Sum256([]byte(input))
+	sig, err := rsa.SignPKCS1v15(nil, key, crypto.SHA256, sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := input + "." + base64.RawURLEncoding.EncodeToString(sig)
+	if err := verifyRS256(token, &key.PublicKey); err != nil {
+		t.Errorf("a good signature: %v", err)
+	}
+	other, _ := rsa.GenerateKey(rand.Reader, 2048)
+	for name, bad := range map[string]string{"another key": token, "not a JWT": "abc", "altered": strings.Replace(token, "eyJzdWIiOiIxIn0", "eyJzdWIiOiIyIn0", 1)} {
+		pub := &key.PublicKey
+		if name == "another key" {
+			pub = &other.PublicKey
+		}
+		if verifyRS256(bad, pub) == nil {
+			t.Errorf("%s: verified", name)
+		}
 	}
 }

@@ -62,9 +62,8 @@ func (a *rsaBound) mean(b *rsaBound) *rsaBound {
 // measurements is how many measurements the bound combines (at least 1).
 func (a *rsaBound) measurements() int { return max(a.Measurements, 1) }
 
-// measureRSA signs with the RS256 site's own key (PEM at keyPath) in one
-// goroutine for about d: SHA-256 of a token-sized signing input, then
-// rsa.SignPKCS1v15, as RS256 does.
+// measureRSA measures the bound with the RS256 site's own key (PEM at
+// keyPath): measureRSAKey.
 func measureRSA(keyPath string, d time.Duration) (*rsaBound, error) {
 	data, err := os.ReadFile(keyPath)
 	if err != nil {
@@ -82,6 +81,12 @@ func measureRSA(keyPath string, d time.Duration) (*rsaBound, error) {
 	if !ok {
 		return nil, fmt.Errorf("RS256 key: %T, not RSA", k)
 	}
+	return measureRSAKey(key, d)
+}
+
+// measureRSAKey signs with key in one goroutine for about d: SHA-256 of a
+// token-sized signing input, then rsa.SignPKCS1v15, as RS256 does.
+func measureRSAKey(key *rsa.PrivateKey, d time.Duration) (*rsaBound, error) {
 	msg := []byte(strings.Repeat("eyJhbGciOiJSUzI1NiJ9", 16)) // ~320 bytes, a JWT signing input's size
 	sign := func() error {
 		sum := sha256.Sum256(msg)

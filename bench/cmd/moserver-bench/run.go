@@ -53,6 +53,10 @@ type bench struct {
 	fillRedis, twinRedis *loadtest.Redis
 	siteFill, siteTwin   site
 	sites                map[string]site
+	// wp is the WordPress site of the authorization_code rows; nil when it
+	// could not be set up. wpErr says why there are no such rows.
+	wp    *wpSite
+	wpErr error
 	// ceilingPort is the port of the static ceiling site.
 	ceilingPort int
 	// adminPort is Caddy's admin endpoint (profiles come from its
@@ -82,6 +86,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	rep.Settings.WarmupS = cfg.warmup.Seconds()
 	rep.Settings.DurationS = cfg.duration.Seconds()
 	rep.Settings.Families = cfg.families
+	rep.Settings.Codes = cfg.codes
 	rep.Settings.Generator = "Go load generator (net/http keep-alive HTTP/1.1, closed loop, in-process, sharing the cores with Caddy and Redis)"
 	rep.ResponseBytes = map[string]int{}
 	if out, err := exec.Command(cfg.caddyBin, "version").Output(); err == nil {
@@ -144,6 +149,10 @@ func run(ctx context.Context, cfg config) (err error) {
 		}
 		if b.caddy != nil || b.redis != nil {
 			logf("stopped caddy and redis-server")
+		}
+		if b.wp != nil {
+			b.wp.close()
+			logf("dropped the MariaDB database %s", b.wp.database.Name)
 		}
 		if err != nil && ctx.Err() == nil && b.caddy != nil {
 			fmt.Fprintf(os.Stderr, "--- caddy log (tail) ---\n%s\n", b.caddy.LogTail(30))
@@ -234,7 +243,7 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 	rep := b.rep
 	logf("generating signing keys with tokens.GenerateKey (ES256, EdDSA, HS256, RS256)")
 	algs := []string{"ES256", "EdDSA", "HS256", "RS256"}
-	ports, err := loadtest.FreePorts(2 + len(algs) + 2)
+	ports, err := loadtest.FreePorts(2 + len(algs) + 3)
 	if err != nil {
 		return err
 	}
@@ -282,11 +291,22 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 		sites = append(sites, b.siteFill, b.siteTwin)
 	}
 
+	logf("creating the WordPress database of the authorization_code rows on MariaDB (%s)", redactedServer())
+	if b.wp, b.wpErr = setupWordPress(ctx); b.wpErr != nil {
+		logf("no authorization_code rows: %v", b.wpErr)
+	} else {
+		b.wp.port = ports[4+len(algs)]
+		logf("database %s: the plugin's tables, client %s, user %d, the client's RSA-2048 key; mariadbd pid %d", b.wp.database.Name, wpClientID, b.wp.userID, b.wp.dbPID)
+	}
+
 	body, err := ceilingBody(esKey, b.sites["ES256"].issuer())
 	if err != nil {
 		return err
 	}
 	cf := buildCaddyfile(adminPort, ceilingPort, body, filepath.Join(tmp, "storage"), sites)
+	if b.wp != nil {
+		cf += b.wp.caddyfile("redis://"+b.redis.Addr+"/0", b.sites["ES256"].keyPath)
+	}
 	cfPath := filepath.Join(tmp, "Caddyfile")
 	if err := os.WriteFile(cfPath, []byte(cf), 0o600); err != nil {
 		return err
@@ -295,6 +315,10 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 	ready := []readyCheck{{url: fmt.Sprintf("http://127.0.0.1:%d/", ceilingPort)}}
 	for _, s := range sites {
 		ready = append(ready, readyCheck{url: s.tokenURL(), header: ccHeader, body: ccBody})
+	}
+	if b.wp != nil {
+		// The plugin's client gets client_credentials once its clients are read.
+		ready = append(ready, readyCheck{url: b.wp.tokenURL(), header: formHeader(wpClientID, wpSecret), body: ccBody})
 	}
 	logf("starting caddy: %s run --config %s", b.cfg.caddyBin, cfPath)
 	if b.caddy, err = startCaddy(ctx, b.cfg.caddyBin, tmp, cfPath, ready); err != nil {
@@ -327,6 +351,22 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 	}
 	logf("response body bytes: ceiling %d, ES256 %d, EdDSA %d, HS256 %d, RS256 %d",
 		rep.ResponseBytes["ceiling"], rep.ResponseBytes["ES256"], rep.ResponseBytes["EdDSA"], rep.ResponseBytes["HS256"], rep.ResponseBytes["RS256"])
+	if b.wp != nil {
+		for _, x := range []struct{ key, scope string }{{"authorization_code", codeScope}, {"authorization_code openid", openIDScope}} {
+			n, err := b.wp.checkExchange(ctx, x.scope)
+			if err != nil {
+				b.wpErr = fmt.Errorf("the exchange of a code (scope %q) is not the plugin's: %w", x.scope, err)
+				logf("no authorization_code rows: %v", b.wpErr)
+				break
+			}
+			rep.ResponseBytes[x.key] = n
+		}
+		if b.wpErr == nil {
+			logf("authorization_code exchanged through the WordPress site: the access token is a row of the plugin's table, "+
+				"the id_token verifies with the client's key, a second exchange is invalid_grant (bodies %d and %d bytes)",
+				rep.ResponseBytes["authorization_code"], rep.ResponseBytes["authorization_code openid"])
+		}
+	}
 
 	b.gen = &generator{concurrency: b.cfg.concurrency, cpu: func() cpuSnap {
 		s := cpuSnap{self: selfCPU(), machine: loadtest.MachineBusy(), at: time.Now()}
@@ -334,6 +374,9 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 		for _, r := range b.redisServers() {
 			t, _ := loadtest.ProcCPU(r.PID())
 			s.redis += t
+		}
+		if b.wp != nil && b.wp.dbPID > 0 {
+			s.db, _ = loadtest.ProcCPU(b.wp.dbPID)
 		}
 		return s
 	}}
@@ -412,6 +455,12 @@ func (b *bench) measure(ctx context.Context, key, name, label string, extra bool
 		row.RedisCPUUs = per(res.CPU0.redis, res.CPU1.redis)
 		row.GenCPUUs = per(res.CPU0.self, res.CPU1.self)
 		ours := (res.CPU1.caddy - res.CPU0.caddy) + (res.CPU1.redis - res.CPU0.redis) + (res.CPU1.self - res.CPU0.self)
+		if s.db && b.wp != nil && b.wp.dbPID > 0 {
+			// The row's MariaDB work is ours too (with whatever else
+			// the shared server did meanwhile).
+			row.DBCPUUs = per(res.CPU0.db, res.CPU1.db)
+			ours += res.CPU1.db - res.CPU0.db
+		}
 		avail := float64(res.CPU1.at.Sub(res.CPU0.at)) * float64(runtime.NumCPU())
 		if avail > 0 {
 			row.OtherCPUPct = max(0, 100*float64(res.CPU1.machine-res.CPU0.machine-ours)/avail)
@@ -440,6 +489,9 @@ func (b *bench) measure(ctx context.Context, key, name, label string, extra bool
 	}
 	if row.TwinAlongsideRPS > 0 {
 		local += fmt.Sprintf("  twin alongside %.0f req/s (%.2f×)", row.TwinAlongsideRPS, row.RPS/row.TwinAlongsideRPS)
+	}
+	if row.DBCPUUs > 0 {
+		local += fmt.Sprintf("  MariaDB %.0f µs/req", row.DBCPUUs)
 	}
 	logf("%-44s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  errors %d  Caddy %4.0f µs/req  Redis %3.0f µs/req  gen %3.0f µs/req  others %2.0f%% CPU%s%s%s",
 		name, row.RPS, row.P50Ms, row.P99Ms, row.Errors, row.CaddyCPUUs, row.RedisCPUUs, row.GenCPUUs, row.OtherCPUPct, exh, errs, local)
@@ -704,6 +756,10 @@ func (b *bench) rows(ctx context.Context) error {
 			&stream{url: es.revokeURL(), header: rtHeader, bodies: pool}, warm, dur); err != nil {
 			return err
 		}
+	}
+
+	if err := b.codeRows(ctx); err != nil {
+		return err
 	}
 
 	if cfg.families > 0 {
