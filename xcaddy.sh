@@ -84,14 +84,18 @@ cmd_test() {
 	local unformatted
 	unformatted="$(gofmt -l $(git ls-files -co --exclude-standard -- '*.go' 2>/dev/null || echo .))"
 	[[ -z "$unformatted" ]] || die "gofmt: these files need formatting (gofmt -w):"$'\n'"$unformatted"
-	step "go vet ./..."
+	step "go vet ./... (and the bench and soak modules)"
 	go vet ./...
+	(cd bench && go vet ./...)
+	(cd soak && go vet ./...)
 	step "build"
 	BIN_DIR="$(mktemp -d)"
 	go_build_caddy "$BIN_DIR/caddy"
 	export MOSERVER_CADDY_BIN="$BIN_DIR/caddy"
-	step "go test -race -count=1 ./..."
+	step "go test -race -count=1 ./... (and the bench and soak modules)"
 	go test -race -count=1 ./...
+	(cd bench && go test -race -count=1 ./...)
+	(cd soak && go test -race -count=1 ./...)
 	step "fuzz"
 	local entry
 	for entry in "${FUZZ_TARGETS[@]}"; do
@@ -101,15 +105,16 @@ cmd_test() {
 	CURRENT_STEP="done"
 }
 
-# run_tool <name> <package> <args...>: builds Caddy and the tool, runs the tool with them. The
+# run_tool <module dir> <name> <package> <args...>: builds Caddy and the tool (in its own
+# module, so that its libraries stay out of the plugin's go.mod), runs the tool with them. The
 # tools start their own redis-server and Caddy, and stop them, also on Ctrl-C and on failure.
 run_tool() {
-	local name="$1" pkg="$2" bin_dir rc=0
-	shift 2
+	local dir="$1" name="$2" pkg="$3" bin_dir rc=0
+	shift 3
 	bash .ci/setup.sh # redis-server, and MariaDB up for the authorization_code rows
 	bin_dir="$(mktemp -d)"
 	go_build_caddy "$bin_dir/caddy"
-	go build -o "$bin_dir/$name" "$pkg" || die "building $pkg failed"
+	(cd "$dir" && go build -o "$bin_dir/$name" "$pkg") || die "building $dir/$pkg failed"
 	"$bin_dir/$name" -caddy "$bin_dir/caddy" "$@" || rc=$?
 	rm -rf "$bin_dir"
 	return "$rc"
@@ -122,11 +127,11 @@ test) cmd_test ;;
 bench)
 	shift
 	log "uptime: $(cat /proc/loadavg)"
-	run_tool moserver-bench ./bench/cmd/moserver-bench -out "$ROOT/bench" -repo "$ROOT" "$@"
+	run_tool bench moserver-bench ./cmd/moserver-bench -out "$ROOT/bench" -repo "$ROOT" "$@"
 	;;
 soak)
 	shift
-	run_tool moserver-soak ./soak/cmd/moserver-soak -out "$ROOT/soak" "$@"
+	run_tool soak moserver-soak ./cmd/moserver-soak -out "$ROOT/soak" "$@"
 	;;
 *)
 	sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
