@@ -128,7 +128,8 @@ func table(prefix, suffix string) string {
 // go-sql-driver/mysql format, e.g. "user:pass@tcp(host:3306)/wordpress"),
 // whose WordPress tables start with tablePrefix (usually "wp_"; the
 // plugin uses WordPress's base_prefix). loc=UTC and parseTime=true are
-// forced; every other DSN parameter is kept. The DSN must name a database.
+// forced, interpolateParams=true is the default; every other DSN parameter
+// is kept. The DSN must name a database.
 // Do not set time_zone in it: the plugin's TIMESTAMP columns are read and
 // written in the server's default session time zone, as WordPress does.
 //
@@ -160,6 +161,11 @@ func Open(dsn, tablePrefix string, opts Options) (*DB, error) {
 	}
 	cfg.Loc = time.UTC
 	cfg.ParseTime = true
+	if !strings.Contains(dsn, "interpolateParams=") {
+		// One round trip per query instead of prepare, execute and close
+		// (WordPress's utf8mb4 is a character set the driver can escape).
+		cfg.InterpolateParams = true
+	}
 	cfg.Logger = driverLogger{opts.Logger}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = opts.QueryTimeout
