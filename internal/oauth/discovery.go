@@ -124,7 +124,7 @@ func (s *Server) serveClientWellKnown(w http.ResponseWriter, r *http.Request) bo
 // cache.
 func (s *Server) clientKeys(ctx context.Context, clientID string) (*clientKeys, *Error) {
 	now := s.cfg.Now()
-	if k, ok := s.keys.get(clientID, now); ok {
+	if k, ok := s.keys.Get(clientID, now); ok {
 		return k, nil
 	}
 	key, err := s.cfg.WordPress.IDTokenKey(ctx, clientID)
@@ -147,7 +147,7 @@ func (s *Server) clientKeys(ctx context.Context, clientID string) (*clientKeys, 
 		}
 		k.alg, k.jwks, k.problem = "RS256", jwks, ""
 	}
-	s.keys.put(clientID, k, now)
+	s.keys.Put(clientID, k, now)
 	return k, nil
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/caddy-moserver/caddy-moserver/internal/clients"
 	"github.com/caddy-moserver/caddy-moserver/internal/store"
 	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
+	"github.com/caddy-moserver/caddy-moserver/internal/ttlcache"
 )
 
 // Default paths and lifetimes.
@@ -115,8 +116,8 @@ type Server struct {
 	// userAccess issues a WordPress user's access token (opaque or JWT).
 	userAccess userAccessIssuer
 
-	users *ttlCache[int64, *User]        // WordPress users, for userinfo
-	keys  *ttlCache[string, *clientKeys] // clients' id_token keys
+	users *ttlcache.Cache[int64, *User]        // WordPress users, for userinfo
+	keys  *ttlcache.Cache[string, *clientKeys] // clients' id_token keys
 }
 
 // New checks cfg, fills in defaults and returns a Server.
@@ -194,8 +195,8 @@ func New(cfg Config) (*Server, error) {
 		log:          log,
 		routes:       routes,
 		metadataPath: metadataPath(cfg.Issuer),
-		users:        newTTLCache[int64, *User](userCacheTTL, maxCachedUsers),
-		keys:         newTTLCache[string, *clientKeys](clientKeyCacheTTL, maxCachedKeys),
+		users:        ttlcache.New[int64, *User](userCacheTTL, maxCachedUsers),
+		keys:         ttlcache.New[string, *clientKeys](clientKeyCacheTTL, maxCachedKeys),
 	}
 	s.limiter = newLimiter(&s.cfg, log)
 	s.userAccess = opaqueUserAccess

@@ -235,7 +235,7 @@ func userIDOf(sub string) (int64, bool) {
 // that no longer exists makes the token invalid.
 func (s *Server) wpUser(ctx context.Context, id int64) (*User, *Error) {
 	now := s.cfg.Now()
-	if u, ok := s.users.get(id, now); ok {
+	if u, ok := s.users.Get(id, now); ok {
 		return u, nil
 	}
 	u, err := s.cfg.WordPress.User(ctx, id)
@@ -246,7 +246,7 @@ func (s *Server) wpUser(ctx context.Context, id int64) (*User, *Error) {
 	if u == nil {
 		return nil, errInvalidToken(descUnknownUser)
 	}
-	s.users.put(id, u, now)
+	s.users.Put(id, u, now)
 	return u, nil
 }
 

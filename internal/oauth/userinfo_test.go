@@ -14,6 +14,7 @@ import (
 	"github.com/caddy-moserver/caddy-moserver/internal/clients"
 	"github.com/caddy-moserver/caddy-moserver/internal/store"
 	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
+	"github.com/caddy-moserver/caddy-moserver/internal/ttlcache"
 )
 
 // The admin user of the compat fixtures (40, 41, 93).
@@ -220,18 +221,18 @@ func TestUserInfoUserCache(t *testing.T) {
 	_ = wp.DeleteAccessToken(context.Background(), at)
 	wantChallenge(t, f.do(userInfo(at)), 401, "invalid_token")
 
-	c := newTTLCache[int, int](time.Minute, 3)
+	c := ttlcache.New[int, int](time.Minute, 3)
 	now := time.Now()
 	for i := range 10 {
-		c.put(i, i, now)
-		if c.len() > 3 {
-			t.Fatalf("%d entries, want at most 3", c.len())
+		c.Put(i, i, now)
+		if c.Len() > 3 {
+			t.Fatalf("%d entries, want at most 3", c.Len())
 		}
 	}
-	if v, ok := c.get(9, now.Add(59*time.Second)); !ok || v != 9 {
+	if v, ok := c.Get(9, now.Add(59*time.Second)); !ok || v != 9 {
 		t.Errorf("get = %d, %v", v, ok)
 	}
-	if _, ok := c.get(9, now.Add(time.Minute)); ok {
+	if _, ok := c.Get(9, now.Add(time.Minute)); ok {
 		t.Error("an entry outlived its ttl")
 	}
 }

@@ -22,6 +22,8 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"go.uber.org/zap"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/ttlcache"
 )
 
 // Defaults for Options.
@@ -63,9 +65,9 @@ type DB struct {
 	// signingKeys keeps each client's parsed id_token key for a minute (a
 	// parse of an RSA key costs as much as a signature, and a query), as
 	// the plugin's keys change only when an administrator changes them.
-	signingKeys *ttlCache[string, signingKey]
+	signingKeys *ttlcache.Cache[string, signingKey]
 	// idUsers keeps the users id_tokens are minted for, a few seconds.
-	idUsers *ttlCache[int64, *User]
+	idUsers *ttlcache.Cache[int64, *User]
 }
 
 // signingKey is a client's id_token key, ready to sign with.
@@ -183,8 +185,8 @@ func Open(dsn, tablePrefix string, opts Options) (*DB, error) {
 		sql:         db,
 		prefix:      tablePrefix,
 		timeout:     opts.QueryTimeout,
-		signingKeys: newTTLCache[string, signingKey](signingKeyTTL, 10_000),
-		idUsers:     newTTLCache[int64, *User](idUserTTL, 10_000),
+		signingKeys: ttlcache.New[string, signingKey](signingKeyTTL, 10_000),
+		idUsers:     ttlcache.New[int64, *User](idUserTTL, 10_000),
 		t: tables{
 			clients:  table(tablePrefix, tblClients),
 			scopes:   table(tablePrefix, tblScopes),

@@ -47,14 +47,14 @@ type idTokenClaims struct {
 // this one request and user; nothing is shared between requests. nonce,
 // when not empty, is the last claim, as the plugin puts it.
 func (d *DB) IDToken(ctx context.Context, issuer, clientID string, userID int64, issuedAt, expires time.Time, nonce string) (string, error) {
-	user, cached := d.idUsers.get(userID, time.Now())
+	user, cached := d.idUsers.Get(userID, time.Now())
 	if !cached {
 		var err error
 		if user, err = d.User(ctx, userID); err != nil {
 			return "", err
 		}
 		if user != nil {
-			d.idUsers.put(userID, user, time.Now())
+			d.idUsers.Put(userID, user, time.Now())
 		}
 	}
 	if user == nil {
@@ -90,12 +90,12 @@ func (d *DB) IDToken(ctx context.Context, issuer, clientID string, userID int64,
 // idTokenKey returns the algorithm and key a client's id_tokens are signed
 // with, from the cache when a recent one is there.
 func (d *DB) idTokenKey(ctx context.Context, clientID string) (jwa.SignatureAlgorithm, any, error) {
-	if k, ok := d.signingKeys.get(clientID, time.Now()); ok {
+	if k, ok := d.signingKeys.Get(clientID, time.Now()); ok {
 		return k.alg, k.key, nil
 	}
 	alg, key, err := d.readIDTokenKey(ctx, clientID)
 	if err == nil {
-		d.signingKeys.put(clientID, signingKey{alg: alg, key: key}, time.Now())
+		d.signingKeys.Put(clientID, signingKey{alg: alg, key: key}, time.Now())
 	}
 	return alg, key, err
 }
