@@ -45,7 +45,7 @@ const (
 	reloadMaxWorkerOps = 200_000
 )
 
-// TestReloadUnderLoad is issue 4 item 6: `caddy reload` with a changed client
+// TestReloadUnderLoad: `caddy reload` with a changed client
 // list, five times, while 8 workers run a mixed load on a Redis-backed site:
 // client credentials; a refresh chain per worker, rotated on every use; fresh
 // refresh tokens issued, revoked (at both revocation URLs) and checked to be

@@ -1,4 +1,4 @@
-// Command moserver-bench is the end-to-end load benchmark of issue 5. In one
+// Command moserver-bench is the end-to-end load benchmark. In one
 // invocation, on one machine and over loopback only, it
 //
 //   - starts a private redis-server (no persistence) and the built Caddy
@@ -39,7 +39,7 @@
 //   - records the CPU time per request of Caddy, Redis and the generator, and
 //     how much of the machine other processes used, in every window;
 //   - prints the table with each row's ratio to the ceiling of the same run
-//     and the targets of issue 5, and writes results.md, results.json,
+//     and its targets, and writes results.md, results.json,
 //     results.svg and results.png;
 //   - stops everything it started, also on Ctrl-C or failure.
 //

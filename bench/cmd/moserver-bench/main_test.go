@@ -541,14 +541,14 @@ func TestEvaluateCodeRows(t *testing.T) {
 			t.Errorf("%s has a p99 check: %+v", x.Key, x.P99)
 		}
 		if x.Target != nil && !x.Target.Extra {
-			t.Errorf("%s: its target counts among issue 5's", x.Key)
+			t.Errorf("%s: its target counts among the main targets", x.Key)
 		}
 	}
 	if prefilled.Target != nil {
 		t.Errorf("the pre-filled row has a target: %+v", prefilled.Target)
 	}
 	if met, total := r.met(); total != 0 || met != 0 {
-		t.Errorf("issue 5's targets: %d of %d, want none", met, total)
+		t.Errorf("the main targets: %d of %d, want none", met, total)
 	}
 	// The MariaDB column counts in the CPU cost.
 	if got := code.cpuUs(); got != 2500 {

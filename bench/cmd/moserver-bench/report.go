@@ -18,7 +18,7 @@ type Row struct {
 	Key   string `json:"key"`
 	Name  string `json:"name"`
 	Label string `json:"label"` // short name for the chart
-	// Extra marks rows that are not among issue 5's (informational, or a
+	// Extra marks rows that are not among the main targets (informational, or a
 	// stricter reading of one of its targets).
 	Extra bool `json:"extra,omitempty"`
 	// Failed says why the row could not be measured ("" when it was).
@@ -152,11 +152,11 @@ func (r *Report) row(key string) *Row {
 	return nil
 }
 
-// Targets of issue 5, as ratios to the ceiling, and that of the
+// The main targets, as ratios to the ceiling, and that of the
 // authorization_code exchange without openid (an extra row, with a target
 // of its own).
 var ceilingTargets = map[string]float64{
-	"edge":    0.60, // issue 6: a moserver_auth-protected respond
+	"edge":    0.60, // a moserver_auth-protected respond
 	"es256":   0.45,
 	"eddsa":   0.45,
 	"hs256":   0.60,
@@ -166,7 +166,7 @@ var ceilingTargets = map[string]float64{
 }
 
 // rsaTargets are the targets of the rows compared with the RSA-signing
-// bound: RS256 (issue 5's) and the exchange with openid, which signs an
+// bound: RS256 and the exchange with openid, which signs an
 // RS256 id_token per request.
 var rsaTargets = map[string]float64{
 	"rs256":   rsaTarget,
@@ -192,7 +192,7 @@ func hasP99Check(key string) bool {
 	return key != "rs256" && !strings.HasPrefix(key, codeKey)
 }
 
-// Other targets of issue 5.
+// The other targets.
 const (
 	rsaTarget     = 0.85 // RS256 ≥ 0.85 × the RSA-signing bound
 	sameTarget    = 0.90 // row 5 within 10% of row 2
@@ -335,7 +335,7 @@ func (r *Report) evaluate() {
 	}
 }
 
-// met counts the checks of issue 5 (extra ones aside) and those met.
+// met counts the main checks (extra ones aside) and those met.
 func (r *Report) met() (met, total int) {
 	for _, c := range r.Checks {
 		if c.Extra {
@@ -457,12 +457,12 @@ func (r *Report) printTable(w io.Writer) {
 func (r *Report) markdown(chartFile string) string {
 	var b strings.Builder
 	met, total := r.met()
-	fmt.Fprintf(&b, "# End-to-end benchmark (issue 5)\n\n")
+	fmt.Fprintf(&b, "# End-to-end benchmark\n\n")
 	fmt.Fprintf(&b, "`%s` on %s, %s (%d cores), %s, Caddy %s.  \n", r.Command, r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.CPU, r.Cores, r.GoVersion, r.CaddyVersion)
 	fmt.Fprintf(&b, "Load before: `%s` (other processes used %.0f%% of the cores in the second before the run)  \nLoad after: `%s`\n\n", r.UptimeStart, r.OtherCPUPctStart, r.UptimeEnd)
 	fmt.Fprintf(&b, "%s; concurrency %d; %.0f s warm-up + %.0f s measured per row (in 10 slices alternating with the ceiling's, see below); loopback only.\n\n",
 		r.Settings.Generator, r.Settings.Concurrency, r.Settings.WarmupS, r.Settings.DurationS)
-	fmt.Fprintf(&b, "**Targets of issue 5 met: %d of %d.** Ceiling (mean of the ceiling rows at the start and the end; each ratio uses the ceiling measured alongside its row): %.0f req/s, p99 %.2f ms.\n\n",
+	fmt.Fprintf(&b, "**Targets met: %d of %d.** Ceiling (mean of the ceiling rows at the start and the end; each ratio uses the ceiling measured alongside its row): %.0f req/s, p99 %.2f ms.\n\n",
 		met, total, r.Ceiling.RPS, r.Ceiling.P99Ms)
 	head, rows := r.tableRows()
 	fmt.Fprintf(&b, "| %s |\n|", strings.Join(head, " | "))
@@ -489,7 +489,7 @@ func (r *Report) markdown(chartFile string) string {
 		"*others' CPU %* is the share of both cores used by every other process on the machine during the window (the noise). " +
 		"*× ceiling by CPU cost* is the ceiling's total CPU per request over the row's: what the ratio would be on cores " +
 		"shared by nothing else; it is derived, for reading a run on a busy machine, and the targets use the measured × ceiling. " +
-		"Rows marked (extra) are not issue 5's: the calibration (the ceiling measured alternating with itself: how far a " +
+		"Rows marked (extra) are not among the main targets: the calibration (the ceiling measured alternating with itself: how far a " +
 		"ratio can be off by the method alone), client_credentials issuing a refresh token (a Redis write per request), " +
 		"empty and with the 1M families, as a stricter reading of row 5, and the authorization_code rows (MariaDB; see below), " +
 		"whose targets are their own: ≥ 0.05 × the ceiling without openid, ≥ 0.80 × the RSA-signing bound (measured with the " +

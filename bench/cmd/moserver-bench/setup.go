@@ -167,7 +167,7 @@ http://127.0.0.1:%[2]d {
 			refresh_tokens
 		}
 	}
-	# The edge row: a protected static response (issue 6).
+	# The edge row: a protected static response.
 	moserver_auth /protected {
 		issuer %[3]s
 		scope profile

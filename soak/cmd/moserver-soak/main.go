@@ -1,4 +1,4 @@
-// Command moserver-soak is the soak of issue 4 item 7. On one machine and
+// Command moserver-soak is the soak. On one machine and
 // over loopback only, it
 //
 //   - starts a private redis-server (no persistence) and the built Caddy
