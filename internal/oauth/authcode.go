@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -196,9 +197,7 @@ func (s *Server) redeemCode(ctx context.Context, c *clients.Client, code, digest
 }
 
 // userJWTSubject is the sub of a WordPress user's JWT access token.
-func userJWTSubject(userID int64) string {
-	return UserSubject(userID)[len(userSubjectPrefix):]
-}
+func userJWTSubject(userID int64) string { return strconv.FormatInt(userID, 10) }
 
 // revokeRedeemed revokes everything issued for a code that is presented
 // again (RFC 6749 §4.1.2): its refresh families, its JWT access tokens and

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -106,17 +105,9 @@ func (s *Server) serveClientWellKnown(w http.ResponseWriter, r *http.Request) bo
 	} else {
 		body = s.discovery(c, keys.alg)
 	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json; charset=UTF-8")
-	h.Set("Cache-Control", "public, max-age=300")
 	// Public documents, which browser apps read (WordPress's REST API
 	// allows every origin too).
-	h.Set("Access-Control-Allow-Origin", "*")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodGet {
-		_, _ = w.Write(body)
-	}
+	writePublicJSON(w, r, body, true)
 	return true
 }
 

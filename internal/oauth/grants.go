@@ -14,10 +14,6 @@ import (
 	"github.com/caddy-moserver/caddy-moserver/internal/tokens"
 )
 
-// grantAuthorizationCode is the plugin's own grant: answered with the
-// plugin's codes when WordPress is configured, otherwise left to PHP.
-const grantAuthorizationCode = clients.GrantAuthorizationCode
-
 // tokenResponse is a successful token response, its members in the order the
 // plugin sends them.
 type tokenResponse struct {
@@ -53,7 +49,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) bool {
 			writeError(w, errInvalidRequest(descNoGrantType))
 		}
 		return true
-	case grant == grantAuthorizationCode: // without WordPress the codes are PHP's
+	case grant == clients.GrantAuthorizationCode: // without WordPress the codes are PHP's
 		return s.passGrant(w, r, body)
 	default:
 		if s.cfg.RejectUnknownGrants {
@@ -105,7 +101,7 @@ func (s *Server) passGrant(w http.ResponseWriter, r *http.Request, body string) 
 // clients.Grants, authorization_code only with WordPress (the plugin's
 // codes).
 func (s *Server) ownsGrant(grant string) bool {
-	if grant == grantAuthorizationCode && s.cfg.WordPress == nil {
+	if grant == clients.GrantAuthorizationCode && s.cfg.WordPress == nil {
 		return false
 	}
 	return slices.Contains(clients.Grants, grant)

@@ -297,16 +297,25 @@ func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) bool {
 		writeError(w, errMethod("GET, HEAD"))
 		return true
 	}
-	body := s.cfg.Signer.JWKS()
+	writePublicJSON(w, r, s.cfg.Signer.JWKS(), false)
+	return true
+}
+
+// writePublicJSON answers a GET or HEAD with a public JSON document that
+// may be cached for five minutes; anyOrigin lets every browser origin read
+// it.
+func writePublicJSON(w http.ResponseWriter, r *http.Request, body []byte, anyOrigin bool) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json; charset=UTF-8")
 	h.Set("Cache-Control", "public, max-age=300")
+	if anyOrigin {
+		h.Set("Access-Control-Allow-Origin", "*")
+	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodGet {
 		_, _ = w.Write(body)
 	}
-	return true
 }
 
 // allowCORS adds the CORS response headers when the request's Origin is one

@@ -1,10 +1,13 @@
 package store
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-moserver/caddy-moserver/internal/testutil/redistest"
 )
 
 const (
@@ -118,6 +121,41 @@ func TestClusterOptions(t *testing.T) {
 	for _, bad := range []string{"http://h1:7000", "redis://h1:7000?addr=nohost", "redis://h1:7000?colour=red", "redis://h1:7000?dial_timeout=soon"} {
 		if _, err := clusterOptions(bad); err == nil || !strings.Contains(err.Error(), "storage redis_cluster") {
 			t.Errorf("%s: got %v, want a storage redis_cluster error", bad, err)
+		}
+	}
+}
+
+// A client NewRedisClient makes gives up at the caller's deadline, not only
+// at its fixed read timeout (1 s): a request's store_timeout bounds every
+// call it makes. Redis is stalled (SIGSTOP) so that nothing answers.
+func TestRedisClientHonoursDeadlines(t *testing.T) {
+	srv := redistest.StartServer(t)
+	client, _, err := NewRedisClient(KindRedis, "redis://"+srv.Addr+"/0", RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Close() })
+	st := NewRedis(client, redistest.Prefix(t))
+	t.Cleanup(func() { _ = st.Close() })
+	if _, err := st.CheckAccess(context.Background(), "j", "", "c"); err != nil {
+		t.Fatal(err) // connected before the stall
+	}
+	srv.Pause()
+	t.Cleanup(srv.Resume)
+	for name, call := range map[string]func(context.Context) error{
+		"read":  func(ctx context.Context) error { _, err := st.CheckAccess(ctx, "j", "", "c"); return err },
+		"write": func(ctx context.Context) error { _, err := st.RecordAuthFailure(ctx, []string{"ip:x"}, time.Minute); return err },
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		begin := time.Now()
+		err := call(ctx)
+		took := time.Since(begin)
+		cancel()
+		if err == nil {
+			t.Fatalf("%s: answered by a stalled server", name)
+		}
+		if took > 700*time.Millisecond {
+			t.Errorf("%s: gave up after %v with a 200ms deadline; the client ignores deadlines (read timeout 1s)", name, took)
 		}
 	}
 }

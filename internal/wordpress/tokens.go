@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -30,23 +31,43 @@ type RefreshRow struct {
 // LookupRefresh returns the refresh-token row for token, or nil and no error
 // when there is none. Rows are not unique; the first one found is returned.
 func (d *DB) LookupRefresh(ctx context.Context, token string) (*RefreshRow, error) {
+	r, err := d.lookupToken(ctx, d.t.refresh, "refresh_token", token)
+	if r == nil {
+		return nil, err
+	}
+	row := RefreshRow(*r)
+	return &row, nil
+}
+
+// tokenRow is a row of the plugin's refresh-token or access-token table,
+// whose columns are the same but for the token's name.
+type tokenRow struct {
+	Token, ClientID string
+	UserID          int64
+	Expires         time.Time
+	Scope           string
+}
+
+// lookupToken reads the row of token from table, whose token column is
+// column, compared byte for byte; nil and no error when there is none.
+func (d *DB) lookupToken(ctx context.Context, table, column, token string) (*tokenRow, error) {
 	ctx, cancel := d.withTimeout(ctx)
 	defer cancel()
 	var (
-		r                  RefreshRow
+		r                  tokenRow
 		tok, client, scope sql.NullString
 		user               sql.NullInt64
 		expires            sql.NullTime
 	)
 	err := d.sql.QueryRowContext(ctx,
-		"SELECT refresh_token, client_id, user_id, expires, scope FROM "+d.t.refresh+
-			" WHERE CAST(refresh_token AS BINARY) = ? LIMIT 1", token).
+		"SELECT "+column+", client_id, user_id, expires, scope FROM "+table+
+			" WHERE CAST("+column+" AS BINARY) = ? LIMIT 1", token).
 		Scan(&tok, &client, &user, &expires, &scope)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("wordpress: look up refresh token: %w", err)
+		return nil, fmt.Errorf("wordpress: look up %s: %w", strings.ReplaceAll(column, "_", " "), err)
 	}
 	r.Token, r.ClientID, r.UserID, r.Scope = tok.String, client.String, user.Int64, scope.String
 	if expires.Valid {
@@ -103,29 +124,12 @@ type AccessRow struct {
 // for byte, or nil and no error when there is none. Rows are not unique;
 // the first one found is returned.
 func (d *DB) LookupAccessToken(ctx context.Context, token string) (*AccessRow, error) {
-	ctx, cancel := d.withTimeout(ctx)
-	defer cancel()
-	var (
-		r                  AccessRow
-		tok, client, scope sql.NullString
-		user               sql.NullInt64
-		expires            sql.NullTime
-	)
-	err := d.sql.QueryRowContext(ctx,
-		"SELECT access_token, client_id, user_id, expires, scope FROM "+d.t.access+
-			" WHERE CAST(access_token AS BINARY) = ? LIMIT 1", token).
-		Scan(&tok, &client, &user, &expires, &scope)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
+	r, err := d.lookupToken(ctx, d.t.access, "access_token", token)
+	if r == nil {
+		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("wordpress: look up access token: %w", err)
-	}
-	r.Token, r.ClientID, r.UserID, r.Scope = tok.String, client.String, user.Int64, scope.String
-	if expires.Valid {
-		r.Expires = expires.Time.UTC()
-	}
-	return &r, nil
+	row := AccessRow(*r)
+	return &row, nil
 }
 
 // InsertAccessToken stores an access token in
