@@ -143,8 +143,11 @@ func TestRedisClientHonoursDeadlines(t *testing.T) {
 	srv.Pause()
 	t.Cleanup(srv.Resume)
 	for name, call := range map[string]func(context.Context) error{
-		"read":  func(ctx context.Context) error { _, err := st.CheckAccess(ctx, "j", "", "c"); return err },
-		"write": func(ctx context.Context) error { _, err := st.RecordAuthFailure(ctx, []string{"ip:x"}, time.Minute); return err },
+		"read": func(ctx context.Context) error { _, err := st.CheckAccess(ctx, "j", "", "c"); return err },
+		"write": func(ctx context.Context) error {
+			_, err := st.RecordAuthFailure(ctx, []string{"ip:x"}, time.Minute)
+			return err
+		},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		begin := time.Now()
