@@ -73,6 +73,20 @@ func readBody(r *http.Request) (string, error) {
 	if r.ContentLength > MaxBodyBytes {
 		return "", errBodyTooLarge
 	}
+	body, whole, err := readUpTo(r.Body, r.ContentLength)
+	switch {
+	case err != nil:
+		return "", err
+	case !whole:
+		return "", errBodyTooLarge
+	}
+	return body, nil
+}
+
+// readUpTo reads a body, its buffer growing as above, until its end or
+// until it is larger than MaxBodyBytes. It returns what it read, and
+// whether that was the whole body.
+func readUpTo(body io.Reader, announced int64) (read string, whole bool, err error) {
 	scratch := getBody()
 	buf := (*scratch)[:0]
 	defer func() {
@@ -81,18 +95,17 @@ func readBody(r *http.Request) (string, error) {
 	}()
 	for {
 		if len(buf) == cap(buf) {
-			buf = slices.Grow(buf, nextBodyCap(len(buf), r.ContentLength)-len(buf))
+			buf = slices.Grow(buf, nextBodyCap(len(buf), announced)-len(buf))
 		}
-		n, err := r.Body.Read(buf[len(buf):cap(buf)])
+		n, err := body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
-		if len(buf) > MaxBodyBytes {
-			return "", errBodyTooLarge
-		}
-		if err == io.EOF {
-			return string(buf), nil
-		}
-		if err != nil {
-			return "", err
+		switch {
+		case len(buf) > MaxBodyBytes:
+			return string(buf), false, nil
+		case err == io.EOF:
+			return string(buf), true, nil
+		case err != nil:
+			return string(buf), false, err
 		}
 	}
 }

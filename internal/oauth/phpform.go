@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 )
 
@@ -336,8 +335,9 @@ func multipartValue(rest string) string {
 	return strings.TrimRight(v, "\r\n")
 }
 
-// peekBody reads up to MaxBodyBytes of the form body of r and puts back
-// what it read, byte for byte; whole reports whether that was all of it.
+// peekBody reads up to MaxBodyBytes of the form body of r (its buffer
+// growing with what arrives, as readBody's) and puts back what it read,
+// byte for byte; whole reports whether that was all of it.
 // When it was not, the body goes on through a formGuard.
 func peekBody(r *http.Request, kind formKind) (body string, whole bool) {
 	if r.Body == nil || r.Body == http.NoBody {
@@ -348,25 +348,8 @@ func peekBody(r *http.Request, kind formKind) (body string, whole bool) {
 		r.Body = &formGuard{r: orig, c: orig, scan: newFormScan(kind)}
 		return "", false
 	}
-	const limit = MaxBodyBytes + 1 // reading one byte more tells "not all of it"
-	scratch := getBody()
-	buf := (*scratch)[:0]
-	if r.ContentLength > 0 {
-		buf = slices.Grow(buf, int(r.ContentLength)+1) // room to see EOF without growing
-	}
-	var err error
-	for err == nil && len(buf) < limit {
-		if len(buf) == cap(buf) {
-			buf = slices.Grow(buf, 512)
-		}
-		var n int
-		n, err = orig.Read(buf[len(buf):min(cap(buf), limit)])
-		buf = buf[:len(buf)+n]
-	}
-	body = string(buf)
-	*scratch = buf
-	putBody(scratch)
-	if err == io.EOF {
+	body, whole, _ = readUpTo(orig, r.ContentLength) // a read error recurs to the next handler
+	if whole {
 		r.Body = io.NopCloser(strings.NewReader(body))
 		return body, true
 	}
