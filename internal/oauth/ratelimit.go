@@ -45,8 +45,12 @@ const cleanFor = time.Second
 const (
 	pairKeyPrefix = "pair:"
 	ipKeyPrefix   = "ip:"
-	idKeyPrefix   = "id:"
-	keyHashBytes  = 16 // of a SHA-256
+	// userInfoIPPrefix counts an address's unknown userinfo tokens apart
+	// from its failed client authentications, so that one never refuses
+	// the other.
+	userInfoIPPrefix = "ui:"
+	idKeyPrefix      = "id:"
+	keyHashBytes     = 16 // of a SHA-256
 )
 
 // failureKeys name the counters of one authentication. They stay bytes
@@ -55,7 +59,10 @@ const (
 type failureKeys struct {
 	pair [len(pairKeyPrefix) + 2*keyHashBytes]byte
 	id   [len(idKeyPrefix) + 2*keyHashBytes]byte
-	ip   string // the address (or IPv6 /64), without ipKeyPrefix
+	ip   string // the address (or IPv6 /64), without its prefix
+	// ipPrefix is the address counter's prefix: ipKeyPrefix for client
+	// authentication, userInfoIPPrefix for userinfo's unknown tokens.
+	ipPrefix string
 }
 
 // The order of failureKeys.list and of the counts the store returns.
@@ -68,7 +75,7 @@ const (
 // failureKeys returns the keys of an authentication of clientID by r.
 func (s *Server) failureKeys(r *http.Request, clientID string) failureKeys {
 	var k failureKeys
-	k.ip = addressKey(s.cfg.ClientIP(r))
+	k.ip, k.ipPrefix = addressKey(s.cfg.ClientIP(r)), ipKeyPrefix
 	var buf [192]byte // keeps the usual id and address off the heap
 	b := append(buf[:0], clientID...)
 	sum := sha256.Sum256(b)
@@ -100,7 +107,7 @@ func addressKey(ip string) string {
 
 // list returns the keys as the store knows them, in keyPair, keyIP, keyID order.
 func (k *failureKeys) list() []string {
-	return []string{string(k.pair[:]), ipKeyPrefix + k.ip, string(k.id[:])}
+	return []string{string(k.pair[:]), k.ipPrefix + k.ip, string(k.id[:])}
 }
 
 // limiter keeps the failed-authentication budget: limit failures per
@@ -272,7 +279,7 @@ type localCount struct {
 
 // get reads the counts of fk's keys; found is false when none is counted.
 func (t *local) get(fk *failureKeys, buf []byte, now time.Time) (c [3]store.FailureCount, found bool) {
-	ipKey := append(append(buf, ipKeyPrefix...), fk.ip...)
+	ipKey := append(append(buf, fk.ipPrefix...), fk.ip...)
 	ns := now.UnixNano()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -369,7 +376,7 @@ const maxCleanKeys = 100_000
 // within cleanFor.
 func (c *cleanKeys) allClean(keys *failureKeys, now int64) bool {
 	var buf [64]byte // the usual "ip:" key fits
-	ipKey := append(append(buf[:0], ipKeyPrefix...), keys.ip...)
+	ipKey := append(append(buf[:0], keys.ipPrefix...), keys.ip...)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	// Indexing with string(bytes) does not allocate.

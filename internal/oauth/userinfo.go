@@ -85,7 +85,7 @@ func (s *Server) serveUserInfo(w http.ResponseWriter, r *http.Request) bool {
 	b := s.budget(r.Context())
 	defer b.release()
 	ctx := &b
-	grant, e := s.userOfToken(ctx, token)
+	grant, e := s.userOfToken(ctx, r, token)
 	var user *User
 	if e == nil {
 		user, e = s.wpUser(ctx, grant.userID)
@@ -168,12 +168,21 @@ type tokenGrant struct {
 // userOfToken checks an access token for the userinfo endpoint: a JWT of
 // the server's (for a WordPress user, not revoked) or a row of the plugin's
 // access-token table (not expired). Revocation is read on every call.
-func (s *Server) userOfToken(ctx context.Context, token string) (tokenGrant, *Error) {
+func (s *Server) userOfToken(ctx *requestBudget, r *http.Request, token string) (tokenGrant, *Error) {
 	if strings.IndexByte(token, '.') >= 0 {
 		return s.userOfJWT(ctx, token)
 	}
 	if len(token) > maxPluginTokenLen {
 		return tokenGrant{}, errInvalidToken(descInvalidToken)
+	}
+	// The plugin's table has no index: each lookup scans it. Unknown
+	// tokens are counted per address, with the failure budget, so that
+	// nobody can make MySQL scan it at will.
+	keys := s.failureKeys(r, "")
+	keys.ipPrefix = userInfoIPPrefix
+	now := time.Now()
+	if e := s.limiter.early(&keys, now); e != nil {
+		return tokenGrant{}, s.rateLimited(e)
 	}
 	row, err := s.cfg.WordPress.LookupAccessToken(ctx, token)
 	if err != nil {
@@ -181,7 +190,12 @@ func (s *Server) userOfToken(ctx context.Context, token string) (tokenGrant, *Er
 		return tokenGrant{}, errUnavailable()
 	}
 	switch {
-	case row == nil, row.UserID <= 0:
+	case row == nil:
+		if e := s.limiter.fail(ctx, &keys, now); e != nil {
+			return tokenGrant{}, s.rateLimited(e)
+		}
+		return tokenGrant{}, errInvalidToken(descInvalidToken)
+	case row.UserID <= 0:
 		return tokenGrant{}, errInvalidToken(descInvalidToken)
 	case row.Expires.IsZero() || s.cfg.Now().Unix() > row.Expires.Unix(): // the plugin's now > expires
 		return tokenGrant{}, errInvalidToken(descExpiredToken)

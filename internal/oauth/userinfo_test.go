@@ -399,3 +399,32 @@ func TestUserInfoDigitsClient(t *testing.T) {
 		}
 	}
 }
+
+// Unknown opaque tokens (each a scan of the plugin's unindexed table) are
+// counted per address with the failure budget: past it that address gets
+// 429 without a lookup, while its client authentication, other addresses
+// and the right token from elsewhere are untouched.
+func TestUserInfoUnknownTokensBudget(t *testing.T) {
+	f, wp := wpFixture(t, nil, func(c *Config) { c.AuthFailureLimit = 3 })
+	good := f.addToken(wp, "profile", time.Now().Add(time.Hour))
+	from := func(addr, token string) response {
+		return f.do(withAddr(userInfo(token), addr))
+	}
+	for range 3 {
+		wantChallenge(t, from("203.0.113.80", newPluginToken()), 401, "invalid_token")
+	}
+	lookups := wp.accessLookups()
+	for range 5 {
+		if r := from("203.0.113.80", newPluginToken()); r.status != 429 {
+			t.Fatalf("unknown token past the budget: %d %s, want 429", r.status, r.body)
+		}
+	}
+	if n := wp.accessLookups() - lookups; n > 1 {
+		t.Errorf("%d table lookups for 5 tokens past the budget, want at most 1", n)
+	}
+	wantToken(t, f.postFrom("203.0.113.80", noRefreshCC)) // client authentication counts apart
+	wantChallenge(t, from("203.0.113.81", newPluginToken()), 401, "invalid_token")
+	if r := from("203.0.113.81", good); r.status != 200 {
+		t.Fatalf("the right token from another address: %d %s", r.status, r.body)
+	}
+}

@@ -11,13 +11,21 @@ import (
 // the plugin's access-token rows, users and client keys. err, when set, is
 // what every call returns, as a database that cannot answer.
 type memWordPress struct {
-	mu        sync.Mutex
-	access    map[string]*AccessToken
-	users     map[int64]*User
-	keys      map[string]*IDTokenKey
-	err       error
-	userReads int
-	keyReads  int
+	mu          sync.Mutex
+	access      map[string]*AccessToken
+	users       map[int64]*User
+	keys        map[string]*IDTokenKey
+	err         error
+	userReads   int
+	keyReads    int
+	accessReads int
+}
+
+// accessLookups is how many times the access-token table was read.
+func (f *memWordPress) accessLookups() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.accessReads
 }
 
 var errWordPressDown = errors.New("wordpress: test outage")
@@ -74,6 +82,7 @@ func (f *memWordPress) DeleteAccessToken(_ context.Context, token string) error 
 func (f *memWordPress) LookupAccessToken(_ context.Context, token string) (*AccessToken, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.accessReads++
 	if f.err != nil {
 		return nil, f.err
 	}
