@@ -49,7 +49,8 @@
 // (1000000), BENCH_CODES (codes in the table of the pre-filled
 // authorization_code row, 300000; 0 skips the row), BENCH_TOKENS (refresh
 // tokens to pre-issue; default estimated from the measured rates),
-// BENCH_CORE=0 (skip the go test benchmark),
+// BENCH_CORE=0 (skip the go test benchmark), BENCH_ONLY=codes (only the
+// ceilings and the authorization_code rows, for working on the exchange),
 // BENCH_KEEP=1 (keep the temporary directory with the Caddyfile, keys and
 // logs), BENCH_PROFILE=<dir> (CPU profiles of Caddy and of the generator
 // for `go tool pprof`: over the window of a ceiling row, <dir>/<row>.pprof;
@@ -81,6 +82,7 @@ type config struct {
 	concurrency int
 	families    int
 	codes       int // BENCH_CODES: codes in the table of the pre-filled authorization_code row; 0 skips it
+	codesOnly   bool // BENCH_ONLY=codes: only the ceilings and the authorization_code rows
 	tokens      int // 0: estimate
 	coreBench   bool
 	keep        bool
@@ -126,6 +128,13 @@ func loadConfig(args []string) (config, error) {
 		return cfg, err
 	}
 	cfg.coreBench = os.Getenv("BENCH_CORE") != "0"
+	switch only := os.Getenv("BENCH_ONLY"); only {
+	case "":
+	case "codes":
+		cfg.codesOnly = true
+	default:
+		return cfg, fmt.Errorf("BENCH_ONLY: %q is not a row group (codes)", only)
+	}
 	cfg.keep = os.Getenv("BENCH_KEEP") == "1"
 	if dir := os.Getenv("BENCH_PROFILE"); dir != "" {
 		if dir, err = filepath.Abs(dir); err != nil {
