@@ -81,9 +81,9 @@ type config struct {
 	duration    time.Duration
 	concurrency int
 	families    int
-	codes       int // BENCH_CODES: codes in the table of the pre-filled authorization_code row; 0 skips it
+	codes       int  // BENCH_CODES: codes in the table of the pre-filled authorization_code row; 0 skips it
 	codesOnly   bool // BENCH_ONLY=codes: only the ceilings and the authorization_code rows
-	tokens      int // 0: estimate
+	tokens      int  // 0: estimate
 	coreBench   bool
 	keep        bool
 	profileDir  string // BENCH_PROFILE: where CPU profiles of Caddy go; "" for none
