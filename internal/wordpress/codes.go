@@ -34,9 +34,7 @@ func (d *DB) LookupAuthCode(ctx context.Context, code string) (*AuthCode, error)
 		user                         sql.NullInt64
 		expires                      sql.NullTime
 	)
-	err := d.sql.QueryRowContext(ctx,
-		"SELECT authorization_code, client_id, user_id, redirect_uri, expires, scope FROM "+d.t.codes+
-			" WHERE CAST(authorization_code AS BINARY) = ? LIMIT 1", code).
+	err := d.sql.QueryRowContext(ctx, d.lookupCodeSQL(), code, code).
 		Scan(&tok, &client, &user, &redirect, &expires, &scope)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
@@ -51,12 +49,18 @@ func (d *DB) LookupAuthCode(ctx context.Context, code string) (*AuthCode, error)
 	return &c, nil
 }
 
+// lookupCodeSQL is LookupAuthCode's query, for the code twice.
+func (d *DB) lookupCodeSQL() string {
+	return "SELECT authorization_code, client_id, user_id, redirect_uri, expires, scope FROM " + d.t.codes +
+		" WHERE " + exactly("authorization_code") + " LIMIT 1"
+}
+
 // TakeAuthCode atomically deletes the row of a code and reports whether
 // this call deleted it: of any number of concurrent callers, in any number
 // of processes sharing the database, exactly one gets true.
 func (d *DB) TakeAuthCode(ctx context.Context, code string) (bool, error) {
 	return d.takeOne(ctx, "take authorization code",
-		"DELETE FROM "+d.t.codes+" WHERE CAST(authorization_code AS BINARY) = ? LIMIT 1", code)
+		"DELETE FROM "+d.t.codes+" WHERE "+exactly("authorization_code")+" LIMIT 1", code, code)
 }
 
 // DeleteAccessToken removes an access token from
@@ -66,7 +70,7 @@ func (d *DB) DeleteAccessToken(ctx context.Context, token string) error {
 	ctx, cancel := d.withTimeout(ctx)
 	defer cancel()
 	if _, err := d.sql.ExecContext(ctx,
-		"DELETE FROM "+d.t.access+" WHERE CAST(access_token AS BINARY) = ?", token); err != nil {
+		"DELETE FROM "+d.t.access+" WHERE "+exactly("access_token"), token, token); err != nil {
 		return fmt.Errorf("wordpress: delete access token: %w", err)
 	}
 	return nil

@@ -36,7 +36,7 @@ func (d *DB) ClientKey(ctx context.Context, clientID string) (*ClientKey, error)
 	var id, pub, priv, alg sql.NullString
 	err := d.sql.QueryRowContext(ctx,
 		"SELECT client_id, public_key, private_key, encryption_algorithm FROM "+d.t.keys+
-			" WHERE CAST(client_id AS BINARY) = ? LIMIT 1", clientID).
+			" WHERE "+exactly("client_id")+" LIMIT 1", clientID, clientID).
 		Scan(&id, &pub, &priv, &alg)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil

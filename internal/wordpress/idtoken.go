@@ -158,7 +158,7 @@ func (d *DB) clientSecret(ctx context.Context, clientID string) (string, error) 
 	defer cancel()
 	var name, stored sql.NullString
 	err := d.sql.QueryRowContext(ctx, "SELECT client_name, client_secret FROM "+d.t.clients+
-		" WHERE CAST(client_id AS BINARY) = ? LIMIT 1", clientID).Scan(&name, &stored)
+		" WHERE "+exactly("client_id")+" LIMIT 1", clientID, clientID).Scan(&name, &stored)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("wordpress: client %q does not exist", clientID)
 	}

@@ -24,9 +24,16 @@ type RefreshRow struct {
 	Scope string
 }
 
-// The columns are utf8mb4_general_ci, which compares case-insensitively and
-// ignores trailing spaces; tokens and client ids are compared as bytes
-// instead. The tables have no index, so this costs nothing extra.
+// exactly is the condition that column holds a value byte for byte, for
+// two arguments, both the value. The plugin's columns are
+// utf8mb4_general_ci, which compares case-insensitively and ignores trailing
+// spaces, so the value is compared as bytes too; the comparison in the
+// column's own collation comes first, so that an index on the column (see
+// EnsureIndexes) finds the candidates, and without one it is no dearer than
+// comparing bytes alone.
+func exactly(column string) string {
+	return column + " = ? AND " + column + " = BINARY ?"
+}
 
 // LookupRefresh returns the refresh-token row for token, or nil and no error
 // when there is none. Rows are not unique; the first one found is returned.
@@ -61,7 +68,7 @@ func (d *DB) lookupToken(ctx context.Context, table, column, token string) (*tok
 	)
 	err := d.sql.QueryRowContext(ctx,
 		"SELECT "+column+", client_id, user_id, expires, scope FROM "+table+
-			" WHERE CAST("+column+" AS BINARY) = ? LIMIT 1", token).
+			" WHERE "+exactly(column)+" LIMIT 1", token, token).
 		Scan(&tok, &client, &user, &expires, &scope)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
@@ -87,8 +94,8 @@ func (d *DB) TakeRefresh(ctx context.Context, row *RefreshRow) (bool, error) {
 		return false, errors.New("wordpress: take refresh token: nil row")
 	}
 	return d.takeOne(ctx, "take refresh token", "DELETE FROM "+d.t.refresh+
-		" WHERE CAST(refresh_token AS BINARY) = ? AND CAST(client_id AS BINARY) = ? LIMIT 1",
-		row.Token, row.ClientID)
+		" WHERE "+exactly("refresh_token")+" AND client_id = BINARY ? LIMIT 1",
+		row.Token, row.Token, row.ClientID)
 }
 
 // takeOne runs a DELETE of at most one row and reports whether it deleted
