@@ -61,6 +61,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			refresh_interval   <duration>
 //			user_access_tokens opaque | jwt
 //			refresh_tokens
+//			public_clients     <client_id...>
+//			index_tables
 //		}
 //		client <client_id> {
 //			secret           <secret>
@@ -199,6 +201,11 @@ func (h *Handler) unmarshalWordPress(d *caddyfile.Dispenser) error {
 			wp.RefreshTokens = true
 		case "public_clients":
 			err = someArgs(d, &wp.PublicClients)
+		case "index_tables":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			wp.IndexTables = true
 		default:
 			return d.Errf("unrecognized option %q in wordpress", opt)
 		}

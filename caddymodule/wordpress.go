@@ -32,6 +32,12 @@ type WordPressConfig struct {
 	// PublicClients are the ids of the plugin's clients that are public
 	// (single-page and mobile apps): no secret, PKCE required.
 	PublicClients []string `json:"public_clients,omitempty"`
+	// IndexTables adds, in the background at start, an index to each of
+	// the plugin's code and token tables that has none (the plugin creates
+	// them without any, so every exchange of a code scans its table). It
+	// needs the ALTER privilege; without it the module works as before and
+	// logs why.
+	IndexTables bool `json:"index_tables,omitempty"`
 }
 
 // validate checks the wordpress block, if there is one.
@@ -72,7 +78,13 @@ type wordpressSite struct {
 	registry *wordpress.Registry
 	issuer   string
 	poolKey  string
+	// stopIndexing ends the background check or indexing of the tables.
+	stopIndexing context.CancelFunc
 }
+
+// indexingTimeout bounds the background indexing of the plugin's tables:
+// an index on a table of millions of tokens takes minutes to build.
+const indexingTimeout = 30 * time.Minute
 
 func openWordPress(cfg *WordPressConfig, issuer string, repl *caddy.Replacer, log *zap.Logger) (*wordpressSite, error) {
 	dsn := repl.ReplaceKnown(cfg.DSN, "")
@@ -81,7 +93,7 @@ func openWordPress(cfg *WordPressConfig, issuer string, repl *caddy.Replacer, lo
 		prefix = "wp_"
 	}
 	key := dsn + "|" + prefix
-	v, _, err := wpConns.LoadOrNew(key, func() (caddy.Destructor, error) {
+	v, loaded, err := wpConns.LoadOrNew(key, func() (caddy.Destructor, error) {
 		db, err := wordpress.Open(dsn, prefix, wordpress.Options{})
 		if err != nil {
 			return nil, err
@@ -98,10 +110,43 @@ func openWordPress(cfg *WordPressConfig, issuer string, repl *caddy.Replacer, lo
 		RefreshTokens:   cfg.RefreshTokens,
 		PublicClients:   cfg.PublicClients,
 	})
-	return &wordpressSite{db: db, registry: reg, issuer: issuer, poolKey: key}, nil
+	site := &wordpressSite{db: db, registry: reg, issuer: issuer, poolKey: key}
+	if cfg.IndexTables || !loaded {
+		site.checkIndexes(cfg.IndexTables, log.Named("wordpress"))
+	} else {
+		site.stopIndexing = func() {}
+	}
+	return site, nil
+}
+
+// checkIndexes, in the background, adds the indexes the plugin's tables
+// lack when add is set, or warns that they are missing.
+func (w *wordpressSite) checkIndexes(add bool, log *zap.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), indexingTimeout)
+	w.stopIndexing = cancel
+	go func() {
+		defer cancel()
+		if !add {
+			missing, err := w.db.MissingIndexes(ctx)
+			if err == nil && len(missing) > 0 {
+				log.Warn("the plugin's tables have no index on the codes and tokens they are searched by: every code exchange, and every lookup of one of the plugin's tokens, reads the whole table; index_tables adds the indexes",
+					zap.Strings("columns", missing))
+			}
+			return
+		}
+		start := time.Now()
+		added, err := w.db.EnsureIndexes(ctx)
+		if len(added) > 0 {
+			log.Info("indexed the plugin's tables", zap.Strings("columns", added), zap.Duration("took", time.Since(start)))
+		}
+		if err != nil && ctx.Err() == nil {
+			log.Warn("could not index the plugin's tables; every code exchange reads the whole table", zap.Error(err))
+		}
+	}()
 }
 
 func (w *wordpressSite) close() error {
+	w.stopIndexing()
 	w.registry.Close()
 	_, err := wpConns.Delete(w.poolKey)
 	return err

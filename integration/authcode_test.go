@@ -436,3 +436,48 @@ func TestAuthorizeBindingOutage(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// codeIndexes counts the indexes on the code column of the plugin's table.
+func (wp *wpFixture) codeIndexes(t *testing.T) int {
+	t.Helper()
+	var n int
+	if err := wp.db.QueryRow("SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE()" +
+		" AND TABLE_NAME = 'wp_moos_oauth_authorization_codes' AND COLUMN_NAME = 'authorization_code'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestIndexTables: with index_tables the module indexes the plugin's code
+// table at start and exchanges keep working; without it the tables are
+// left as they are and the log says what that costs.
+func TestIndexTables(t *testing.T) {
+	redisOpt := redisOptionFor(redisURL(t), redistest.Prefix(t))
+
+	plain := newWordPress(t)
+	s := startWordPressSite(t, plain, redisOpt, "")
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(s.Logs(), "index_tables adds the indexes") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning about the unindexed tables in the log:\n%s", s.Logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := plain.codeIndexes(t); n != 0 {
+		t.Fatalf("without index_tables the code table got %d indexes", n)
+	}
+
+	wp := newWordPress(t)
+	s = startWordPressSite(t, wp, redisOpt, "index_tables")
+	deadline = time.Now().Add(10 * time.Second)
+	for wp.codeIndexes(t) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("index_tables: the code table has no index after 10 s; log:\n%s", s.Logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	code := wp.newCode(t, callback, "profile email", time.Now().Add(30*time.Second))
+	mustToken(t, s.form(t, tokenPath, exchangeValues(code)))
+	mustError(t, s.form(t, tokenPath, exchangeValues(code)), 400, "invalid_grant")
+	mustError(t, s.form(t, tokenPath, exchangeValues(strings.ToUpper(code))), 400, "invalid_grant")
+}
