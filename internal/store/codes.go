@@ -147,15 +147,21 @@ func (s *Redis) PutCodeBinding(ctx context.Context, codeDigest string, b CodeBin
 	return s.acked("bind code", wait)
 }
 
-// CodeBinding implements CodeRecords.
+// CodeBinding implements CodeRecords. Its GET goes through the
+// autopipeliner, as the writes of an exchange do.
 func (s *Redis) CodeBinding(ctx context.Context, codeDigest string) (*CodeBinding, error) {
-	v, err := s.c.Get(ctx, s.codeKey(codeDigest, "b")).Bytes()
+	get := redis.NewStringCmd(ctx, "get", s.codeKey(codeDigest, "b"))
+	err := s.roundTrip(ctx, []redis.Cmder{get})
+	if err == nil {
+		err = get.Err()
+	}
 	if err == redis.Nil {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, unavailable("read code binding", err)
 	}
+	v, _ := get.Bytes()
 	var b CodeBinding
 	if err := json.Unmarshal(v, &b); err != nil {
 		return nil, fmt.Errorf("store: code binding: %w", err)
