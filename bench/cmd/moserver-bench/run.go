@@ -352,6 +352,12 @@ func (b *bench) start(ctx context.Context, tmp string) error {
 	logf("response body bytes: ceiling %d, ES256 %d, EdDSA %d, HS256 %d, RS256 %d",
 		rep.ResponseBytes["ceiling"], rep.ResponseBytes["ES256"], rep.ResponseBytes["EdDSA"], rep.ResponseBytes["HS256"], rep.ResponseBytes["RS256"])
 	if b.wp != nil {
+		if err := b.wp.waitIndexed(ctx); err != nil {
+			b.wpErr = err
+			logf("no authorization_code rows: %v", err)
+		}
+	}
+	if b.wp != nil && b.wpErr == nil {
 		for _, x := range []struct{ key, scope string }{{"authorization_code", codeScope}, {"authorization_code openid", openIDScope}} {
 			n, err := b.wp.checkExchange(ctx, x.scope)
 			if err != nil {
