@@ -538,7 +538,10 @@ func (r *Report) markdown(chartFile string) string {
 		if len(x.ErrorKinds) > 0 {
 			fmt.Fprintf(&b, "- Errors of %s: %s\n", x.Name, strings.Join(x.ErrorKinds, "; "))
 		}
-		if x.Exhausted {
+		switch {
+		case x.Exhausted && x.Codes != nil:
+			fmt.Fprintf(&b, "- %s: the codes inserted for a slice ran out before its end (it ran faster than twice the slice before); the rate is over the %.1f s measured\n", x.Name, x.WindowS)
+		case x.Exhausted:
 			fmt.Fprintf(&b, "- %s: the pre-issued tokens ran out after %.1f s of the window; the rate is over that time\n", x.Name, x.WindowS)
 		}
 	}
