@@ -49,8 +49,18 @@ func (b *requestBudget) Deadline() (time.Time, bool) {
 // Done implements context.Context.
 func (b *requestBudget) Done() <-chan struct{} { return b.real().Done() }
 
-// Err implements context.Context.
+// Err implements context.Context. Once Done has been asked for, it is the
+// error of the context behind Done, so it is never nil once Done is closed:
+// the context package cancels the contexts made from a budget with the
+// budget's Err when its Done closes, and panics on a nil one, which a
+// released budget (Done closed by release) gave before its deadline.
 func (b *requestBudget) Err() error {
+	b.mu.Lock()
+	ctx := b.ctx
+	b.mu.Unlock()
+	if ctx != nil {
+		return ctx.Err()
+	}
 	if err := b.parent.Err(); err != nil {
 		return err
 	}

@@ -63,7 +63,7 @@ func TestEnsureIndexes(t *testing.T) {
 	if key := explainKey(t, raw, db.lookupCodeSQL(), code, code); key != "moserver_authorization_code" {
 		t.Fatalf("the code lookup uses index %q, want moserver_authorization_code", key)
 	}
-	for _, other := range []string{strings.ToUpper(code), code + " ", code[:len(code)-1]} {
+	for _, other := range []string{strings.ToUpper(code), code + " ", code[:len(code)-1], code + "\xff", "\xff\xfe\x00'"} {
 		if row, err := db.LookupAuthCode(ctx, other); err != nil || row != nil {
 			t.Fatalf("LookupAuthCode(%q) = %+v, %v; want no row", other, row, err)
 		}
