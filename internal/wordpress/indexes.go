@@ -38,17 +38,15 @@ func (d *DB) tokenIndexes() []tokenIndex {
 // tables that codes and tokens are looked up by and that no index starts
 // with. Tables that do not exist are left out.
 func (d *DB) MissingIndexes(ctx context.Context) ([]string, error) {
-	var missing []string
-	for _, ix := range d.tokenIndexes() {
-		exists, indexed, err := d.indexState(ctx, ix)
-		if err != nil {
-			return nil, err
-		}
-		if exists && !indexed {
-			missing = append(missing, ix.table+"."+ix.column)
-		}
+	missing, err := d.unindexed(ctx)
+	if err != nil {
+		return nil, err
 	}
-	return missing, nil
+	names := make([]string, len(missing))
+	for i, ix := range missing {
+		names[i] = ix.String()
+	}
+	return names, nil
 }
 
 // EnsureIndexes adds an index to each column MissingIndexes reports and
@@ -59,27 +57,43 @@ func (d *DB) MissingIndexes(ctx context.Context) ([]string, error) {
 // first error (the database user may lack the ALTER privilege), returning
 // what it added before it.
 func (d *DB) EnsureIndexes(ctx context.Context) ([]string, error) {
+	missing, err := d.unindexed(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var added []string
-	for _, ix := range d.tokenIndexes() {
-		exists, indexed, err := d.indexState(ctx, ix)
-		if err != nil {
-			return added, err
-		}
-		if !exists || indexed {
-			continue
-		}
+	for _, ix := range missing {
 		_, err = d.sql.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s ADD INDEX `%s` (`%s`(%d))",
 			table(ix.table, ""), ix.name, ix.column, indexPrefixChars))
 		var me *mysql.MySQLError
 		switch {
 		case errors.As(err, &me) && me.Number == 1061: // ER_DUP_KEYNAME: added by another process
 		case err != nil:
-			return added, fmt.Errorf("wordpress: index %s.%s: %w", ix.table, ix.column, err)
+			return added, fmt.Errorf("wordpress: index %s: %w", ix, err)
 		default:
-			added = append(added, ix.table+"."+ix.column)
+			added = append(added, ix.String())
 		}
 	}
 	return added, nil
+}
+
+// String is "table.column".
+func (ix tokenIndex) String() string { return ix.table + "." + ix.column }
+
+// unindexed returns the indexes of tokenIndexes whose table exists and has
+// no index starting with their column.
+func (d *DB) unindexed(ctx context.Context) ([]tokenIndex, error) {
+	var missing []tokenIndex
+	for _, ix := range d.tokenIndexes() {
+		exists, indexed, err := d.indexState(ctx, ix)
+		if err != nil {
+			return nil, err
+		}
+		if exists && !indexed {
+			missing = append(missing, ix)
+		}
+	}
+	return missing, nil
 }
 
 // indexState reports whether ix's table exists in the connection's
