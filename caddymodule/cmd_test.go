@@ -95,6 +95,9 @@ func TestCLIClientNew(t *testing.T) {
 	if reg[id].SecretDigest != clients.SecretDigest(secret) {
 		t.Error("the secret does not opsMatch the configured digest")
 	}
+	if reg[id].ScopeText != "profile email" {
+		t.Errorf("the client's scope text is %q, want its default scopes", reg[id].ScopeText)
+	}
 
 	// Two runs differ.
 	out2, _, _ := opsRunCLI(t, "", "client", "new")

@@ -263,6 +263,7 @@ func (h *Handler) buildClients(repl *caddy.Replacer) (clients.Static, error) {
 			ID:             cc.ID,
 			Name:           cc.Name,
 			Scopes:         orDefault(cc.Scopes, clients.DefaultScopes),
+			ScopeText:      strings.Join(orDefault(cc.Scopes, clients.DefaultScopes), " "),
 			Grants:         orDefault(cc.Grants, clients.DefaultGrants),
 			RefreshTokens:  cc.RefreshTokens,
 			Audience:       repl.ReplaceKnown(cc.Audience, ""),

@@ -44,7 +44,11 @@ type Client struct {
 	// only through it, in constant time.
 	SecretDigest [sha256.Size]byte
 	Scopes       []string
-	Grants       []string
+	// ScopeText is Scopes joined by spaces: the scope granted when a request
+	// names none. Registries set it when they build a client, so that no
+	// request has to join them; when it is empty, DefaultScope joins them.
+	ScopeText string
+	Grants    []string
 	// RefreshTokens makes client_credentials issue a refresh token too.
 	RefreshTokens bool
 	// Audience overrides the server's access-token audience when set.
@@ -64,6 +68,15 @@ type Client struct {
 	// authenticate with client_id alone, only for the authorization code
 	// (always with PKCE) and refresh token grants.
 	Public bool
+}
+
+// DefaultScope is the scope granted when a request names none: the client's
+// scopes, space-separated.
+func (c *Client) DefaultScope() string {
+	if c.ScopeText != "" {
+		return c.ScopeText
+	}
+	return strings.Join(c.Scopes, " ")
 }
 
 // RegisteredRedirect returns the redirect URI an authorize request goes back

@@ -84,3 +84,17 @@ func TestParseSecretDigestRefusesTheEmptySecret(t *testing.T) {
 		}
 	}
 }
+
+func TestDefaultScope(t *testing.T) {
+	c := &Client{Scopes: []string{"profile", "email", "write"}}
+	if got := c.DefaultScope(); got != "profile email write" {
+		t.Fatalf("DefaultScope = %q", got)
+	}
+	c.ScopeText = "profile email write"
+	if got := c.DefaultScope(); got != "profile email write" {
+		t.Fatalf("DefaultScope with ScopeText = %q", got)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = c.DefaultScope() }); n != 0 {
+		t.Fatalf("DefaultScope with ScopeText allocates %v times", n)
+	}
+}

@@ -142,7 +142,7 @@ func errDuplicate(name string) *Error {
 
 // clientCredentials runs the client credentials grant, filling resp.
 func (s *Server) clientCredentials(ctx context.Context, resp *tokenResponse, c *clients.Client, p params) *Error {
-	scope, e := grantedScope(p.get("scope"), c.Scopes)
+	scope, e := grantedScope(p.get("scope"), c)
 	if e != nil {
 		return e
 	}
@@ -357,16 +357,16 @@ func normalizeScope(raw string) (string, bool) {
 
 // grantedScope is the scope a client gets for a request: all of its scopes
 // when it asks for none, else what it asks for if every word is allowed.
-func grantedScope(requested string, allowed []string) (string, *Error) {
+func grantedScope(requested string, c *clients.Client) (string, *Error) {
 	scope, ok := normalizeScope(requested)
 	if !ok {
 		return "", errInvalidScope()
 	}
 	if scope == "" {
-		return strings.Join(allowed, " "), nil
+		return c.DefaultScope(), nil
 	}
 	for w := range strings.FieldsSeq(scope) {
-		if !slices.Contains(allowed, w) {
+		if !slices.Contains(c.Scopes, w) {
 			return "", errInvalidScope()
 		}
 	}

@@ -60,8 +60,10 @@ type fixture struct {
 	bodies []string
 }
 
+// testClients are the clients of the fixtures, with ScopeText set as the
+// registries set it.
 func testClients() clients.Static {
-	return clients.Static{
+	cs := clients.Static{
 		ccID: {ID: ccID, SecretDigest: clients.SecretDigest(ccSecret), Scopes: []string{"profile", "email"},
 			Grants: clients.DefaultGrants, RefreshTokens: true, CORSOrigins: []string{"https://app.example"}},
 		otherID: {ID: otherID, SecretDigest: clients.SecretDigest(otherSecret), Scopes: []string{"profile", "email", "write"},
@@ -69,6 +71,10 @@ func testClients() clients.Static {
 		noRefreshID: {ID: noRefreshID, SecretDigest: clients.SecretDigest(noRefreshSec), Scopes: clients.DefaultScopes,
 			Grants: []string{clients.GrantClientCredentials}},
 	}
+	for _, c := range cs {
+		c.ScopeText = strings.Join(c.Scopes, " ")
+	}
+	return cs
 }
 
 func newFixture(t testing.TB, st store.Store, mod func(*Config)) *fixture {

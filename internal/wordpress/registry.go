@@ -315,6 +315,7 @@ func (r *Registry) build(data *clientData) (*snapshot, []skippedRow) {
 			Name:           row.name,
 			SecretDigest:   clients.SecretDigest(secret),
 			Scopes:         slices.Clone(scopes),
+			ScopeText:      strings.Join(scopes, " "),
 			Grants:         slices.Clone(r.opts.Grants),
 			RefreshTokens:  r.opts.RefreshTokens,
 			Audience:       r.opts.Audience,

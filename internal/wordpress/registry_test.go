@@ -100,8 +100,8 @@ func TestRegistryLoad(t *testing.T) {
 	if c.Name != fixtureName || c.ID != fixtureID {
 		t.Fatalf("client = %+v", c)
 	}
-	if !slices.Equal(c.Scopes, []string{"email", "profile"}) {
-		t.Fatalf("scopes = %v", c.Scopes)
+	if !slices.Equal(c.Scopes, []string{"email", "profile"}) || c.ScopeText != "email profile" {
+		t.Fatalf("scopes = %v, %q", c.Scopes, c.ScopeText)
 	}
 	if !slices.Equal(c.Grants, append(slices.Clone(clients.DefaultGrants), clients.GrantAuthorizationCode)) || !c.RefreshTokens || c.AccessTokenTTL != 10*time.Minute || c.Audience != "api://wp" {
 		t.Fatalf("template fields not applied: %+v", c)
