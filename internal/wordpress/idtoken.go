@@ -3,6 +3,7 @@ package wordpress
 import (
 	"context"
 	"crypto/md5"
+	"crypto/rsa"
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
@@ -123,11 +124,15 @@ func (d *DB) readIDTokenKey(ctx context.Context, clientID string) (jwa.Signature
 	if k.Alg != jwa.RS256 {
 		return "", nil, fmt.Errorf("wordpress: the id_token key of client %q is %s, want RS256", clientID, k.Alg)
 	}
-	var raw any
+	var raw rsa.PrivateKey
 	if err := k.Private.Raw(&raw); err != nil {
 		return "", nil, fmt.Errorf("wordpress: the id_token key of client %q: %w", clientID, err)
 	}
-	return jwa.RS256, raw, nil
+	// The key leaves the JWK without the values its signatures need
+	// precomputed; without them every signature would rebuild and check
+	// them first.
+	raw.Precompute()
+	return jwa.RS256, &raw, nil
 }
 
 // PublicJWK returns the public half of the RSA key a client's RS256
