@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -64,11 +65,23 @@ func (cfg *WordPressConfig) validate() error {
 	return nil
 }
 
-// wpConn is a WordPress database pool shared across config reloads.
-type wpConn struct{ *wordpress.DB }
+// wpConn is a WordPress database pool shared across config reloads, and
+// the background indexing of its tables, which outlives a reload (an index
+// on a large table takes minutes to build) and ends with the pool.
+type wpConn struct {
+	*wordpress.DB
+	ctx  context.Context // done when the pool is destructed
+	stop context.CancelFunc
+
+	mu       sync.Mutex
+	indexing bool // an indexing of the tables is running
+}
 
 // Destruct implements caddy.Destructor.
-func (c wpConn) Destruct() error { return c.Close() }
+func (c *wpConn) Destruct() error {
+	c.stop()
+	return c.Close()
+}
 
 var wpConns = caddy.NewUsagePool()
 
@@ -78,8 +91,6 @@ type wordpressSite struct {
 	registry *wordpress.Registry
 	issuer   string
 	poolKey  string
-	// stopIndexing ends the background check or indexing of the tables.
-	stopIndexing context.CancelFunc
 }
 
 // indexingTimeout bounds the background indexing of the plugin's tables:
@@ -98,44 +109,57 @@ func openWordPress(cfg *WordPressConfig, issuer string, repl *caddy.Replacer, lo
 		if err != nil {
 			return nil, err
 		}
-		return wpConn{db}, nil
+		ctx, stop := context.WithCancel(context.Background())
+		return &wpConn{DB: db, ctx: ctx, stop: stop}, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("wordpress: %w", err)
 	}
-	db := v.(wpConn).DB
-	reg := wordpress.NewRegistry(db, wordpress.RegistryOptions{
+	conn := v.(*wpConn)
+	reg := wordpress.NewRegistry(conn.DB, wordpress.RegistryOptions{
 		RefreshInterval: time.Duration(cfg.RefreshInterval),
 		Logger:          log.Named("wordpress"),
 		RefreshTokens:   cfg.RefreshTokens,
 		PublicClients:   cfg.PublicClients,
 	})
-	site := &wordpressSite{db: db, registry: reg, issuer: issuer, poolKey: key}
 	if cfg.IndexTables || !loaded {
-		site.checkIndexes(cfg.IndexTables, log.Named("wordpress"))
-	} else {
-		site.stopIndexing = func() {}
+		conn.checkIndexes(cfg.IndexTables, log.Named("wordpress"))
 	}
-	return site, nil
+	return &wordpressSite{db: conn.DB, registry: reg, issuer: issuer, poolKey: key}, nil
 }
 
 // checkIndexes, in the background, adds the indexes the plugin's tables
-// lack when add is set, or warns that they are missing.
-func (w *wordpressSite) checkIndexes(add bool, log *zap.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), indexingTimeout)
-	w.stopIndexing = cancel
-	go func() {
-		defer cancel()
-		if !add {
-			missing, err := w.db.MissingIndexes(ctx)
+// lack when add is set (unless an indexing is running already), or warns
+// that they are missing.
+func (c *wpConn) checkIndexes(add bool, log *zap.Logger) {
+	if !add {
+		go func() {
+			ctx, cancel := context.WithTimeout(c.ctx, wordpress.DefaultQueryTimeout)
+			defer cancel()
+			missing, err := c.MissingIndexes(ctx)
 			if err == nil && len(missing) > 0 {
 				log.Warn("the plugin's tables have no index on the codes and tokens they are searched by: every code exchange, and every lookup of one of the plugin's tokens, reads the whole table; index_tables adds the indexes",
 					zap.Strings("columns", missing))
 			}
-			return
-		}
+		}()
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.indexing {
+		return
+	}
+	c.indexing = true
+	go func() {
+		defer func() {
+			c.mu.Lock()
+			c.indexing = false
+			c.mu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(c.ctx, indexingTimeout)
+		defer cancel()
 		start := time.Now()
-		added, err := w.db.EnsureIndexes(ctx)
+		added, err := c.EnsureIndexes(ctx)
 		if len(added) > 0 {
 			log.Info("indexed the plugin's tables", zap.Strings("columns", added), zap.Duration("took", time.Since(start)))
 		}
@@ -146,7 +170,6 @@ func (w *wordpressSite) checkIndexes(add bool, log *zap.Logger) {
 }
 
 func (w *wordpressSite) close() error {
-	w.stopIndexing()
 	w.registry.Close()
 	_, err := wpConns.Delete(w.poolKey)
 	return err
