@@ -259,11 +259,12 @@ func (h *Handler) audiences(issuer string, repl *caddy.Replacer) []string {
 func (h *Handler) buildClients(repl *caddy.Replacer) (clients.Static, error) {
 	reg := make(clients.Static, len(h.Clients))
 	for _, cc := range h.Clients {
+		scopes := orDefault(cc.Scopes, clients.DefaultScopes)
 		c := &clients.Client{
 			ID:             cc.ID,
 			Name:           cc.Name,
-			Scopes:         orDefault(cc.Scopes, clients.DefaultScopes),
-			ScopeText:      strings.Join(orDefault(cc.Scopes, clients.DefaultScopes), " "),
+			Scopes:         scopes,
+			ScopeText:      strings.Join(scopes, " "),
 			Grants:         orDefault(cc.Grants, clients.DefaultGrants),
 			RefreshTokens:  cc.RefreshTokens,
 			Audience:       repl.ReplaceKnown(cc.Audience, ""),

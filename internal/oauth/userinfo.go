@@ -175,9 +175,10 @@ func (s *Server) userOfToken(ctx *requestBudget, r *http.Request, token string) 
 	if len(token) > maxPluginTokenLen {
 		return tokenGrant{}, errInvalidToken(descInvalidToken)
 	}
-	// The plugin's table has no index: each lookup scans it. Unknown
-	// tokens are counted per address, with the failure budget, so that
-	// nobody can make MySQL scan it at will.
+	// The plugin's table has no index unless index_tables added one, and
+	// then each lookup scans it. Unknown tokens are counted per address,
+	// with the failure budget, so that nobody can make MySQL scan it at
+	// will.
 	keys := s.failureKeys(r, "")
 	keys.ipPrefix = userInfoIPPrefix
 	now := time.Now()

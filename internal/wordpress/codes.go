@@ -55,12 +55,17 @@ func (d *DB) lookupCodeSQL() string {
 		" WHERE " + exactly("authorization_code") + " LIMIT 1"
 }
 
+// takeCodeSQL is TakeAuthCode's statement, for the code twice.
+func (d *DB) takeCodeSQL() string {
+	return "DELETE FROM " + d.t.codes + " WHERE " + exactly("authorization_code") + " LIMIT 1"
+}
+
 // TakeAuthCode atomically deletes the row of a code and reports whether
 // this call deleted it: of any number of concurrent callers, in any number
 // of processes sharing the database, exactly one gets true.
 func (d *DB) TakeAuthCode(ctx context.Context, code string) (bool, error) {
 	return d.takeOne(ctx, "take authorization code",
-		"DELETE FROM "+d.t.codes+" WHERE "+exactly("authorization_code")+" LIMIT 1", code, code)
+		d.takeCodeSQL(), code, code)
 }
 
 // DeleteAccessToken removes an access token from

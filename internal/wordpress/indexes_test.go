@@ -59,9 +59,17 @@ func TestEnsureIndexes(t *testing.T) {
 	if added, err := db.EnsureIndexes(ctx); err != nil || len(added) != 0 {
 		t.Fatalf("EnsureIndexes again = %v, %v; want nothing added", added, err)
 	}
-	// The lookups use the index, and still match byte for byte.
-	if key := explainKey(t, raw, db.lookupCodeSQL(), code, code); key != "moserver_authorization_code" {
-		t.Fatalf("the code lookup uses index %q, want moserver_authorization_code", key)
+	// The lookups and the code's delete use the indexes, and still match
+	// byte for byte.
+	for _, q := range []struct{ what, sql, index string }{
+		{"code lookup", db.lookupCodeSQL(), "moserver_authorization_code"},
+		{"code delete", db.takeCodeSQL(), "moserver_authorization_code"},
+		{"access-token lookup", lookupTokenSQL(db.t.access, "access_token"), "moserver_access_token"},
+		{"refresh-token lookup", lookupTokenSQL(db.t.refresh, "refresh_token"), "moserver_refresh_token"},
+	} {
+		if key := explainKey(t, raw, q.sql, code, code); key != q.index {
+			t.Fatalf("the %s uses index %q, want %s", q.what, key, q.index)
+		}
 	}
 	for _, other := range []string{strings.ToUpper(code), code + " ", code[:len(code)-1], code + "\xff", "\xff\xfe\x00'"} {
 		if row, err := db.LookupAuthCode(ctx, other); err != nil || row != nil {

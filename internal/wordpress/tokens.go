@@ -55,6 +55,12 @@ type tokenRow struct {
 	Scope           string
 }
 
+// lookupTokenSQL is lookupToken's query, for the token twice.
+func lookupTokenSQL(table, column string) string {
+	return "SELECT " + column + ", client_id, user_id, expires, scope FROM " + table +
+		" WHERE " + exactly(column) + " LIMIT 1"
+}
+
 // lookupToken reads the row of token from table, whose token column is
 // column, compared byte for byte; nil and no error when there is none.
 func (d *DB) lookupToken(ctx context.Context, table, column, token string) (*tokenRow, error) {
@@ -66,9 +72,7 @@ func (d *DB) lookupToken(ctx context.Context, table, column, token string) (*tok
 		user               sql.NullInt64
 		expires            sql.NullTime
 	)
-	err := d.sql.QueryRowContext(ctx,
-		"SELECT "+column+", client_id, user_id, expires, scope FROM "+table+
-			" WHERE "+exactly(column)+" LIMIT 1", token, token).
+	err := d.sql.QueryRowContext(ctx, lookupTokenSQL(table, column), token, token).
 		Scan(&tok, &client, &user, &expires, &scope)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
